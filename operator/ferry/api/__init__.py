@@ -1,0 +1,1 @@
+"""Ferry API types and the CRD generator."""

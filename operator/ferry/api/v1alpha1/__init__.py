@@ -1,0 +1,1 @@
+"""ferry.dev/v1alpha1: the InferenceEndpoint and ProviderConfig types."""

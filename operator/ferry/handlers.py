@@ -1,0 +1,116 @@
+"""kopf wiring: the only module that imports kopf.
+
+kopf supplies the watches; Ferry's own work queue (ferry.queueing) supplies the
+controller-runtime semantics kopf lacks: one reconcile per object at a time,
+requeue after a delay (periodic observe for drift), per-object backoff, and our
+own finalizer instead of kopf's. So every handler here only enqueues a key, and
+`ProviderError`s become requeues in the reconciler's `Result`, not kopf errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from ferry import kube as kube_api
+from ferry import queueing, reconciler
+from ferry.api.v1alpha1 import types
+from ferry.logic import naming
+from ferry.providers import local
+from ferry.providers.base import Credentials, Provider
+from ferry.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_settings = Settings()
+
+
+def _local_factory(kube: kube_api.Kube) -> reconciler.ProviderFactory:
+    def make(
+        ep: types.InferenceEndpoint,
+        config: types.ProviderConfig | None,
+        credentials: Credentials | None,
+    ) -> Provider:
+        return local.LocalProvider(kube)
+
+    return make
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    cfg = _settings
+    settings.posting.enabled = False  # Ferry posts its own, meaningful events.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.batching.worker_limit = None
+    kube = kube_api.Kube.from_env(cfg.kubeconfig)
+    rec = reconciler.Reconciler(
+        kube,
+        {"local": _local_factory(kube)},
+        timing=reconciler.Timing(poll=cfg.poll_interval, short=cfg.short_requeue),
+    )
+
+    async def work(key: queueing.Key) -> queueing.Outcome:
+        result = await rec.reconcile(*key)
+        return queueing.Outcome(requeue_after=result.requeue_after, error=result.error)
+
+    queue = queueing.WorkQueue(work, workers=cfg.workers)
+    queue.start()
+    memo.kube = kube
+    memo.queue = queue
+    if cfg.metrics_port:
+        start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, cfg.metrics_port)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    queue: queueing.WorkQueue | None = getattr(memo, "queue", None)
+    if queue is not None:
+        await queue.stop()
+    kube: kube_api.Kube | None = getattr(memo, "kube", None)
+    if kube is not None:
+        await kube.close()
+
+
+@kopf.on.event(types.GROUP, types.VERSION, "inferenceendpoints")
+async def endpoint_event(
+    *, type: str | None, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    key = (namespace or "default", name)
+    if type == "DELETED":
+        memo.queue.forget(key)
+        return
+    memo.queue.add(key)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})
+async def deployment_event(
+    *, labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
+) -> None:
+    # Rollout progress and drift of a Deployment wake its endpoint at once.
+    endpoint = labels.get(naming.LABEL_ENDPOINT)
+    if endpoint:
+        memo.queue.add((namespace or "default", endpoint))
+
+
+def run(cfg: Settings) -> None:
+    """Run the operator in the foreground until SIGINT/SIGTERM."""
+    global _settings
+    _settings = cfg
+    liveness = f"http://0.0.0.0:{cfg.liveness_port}/healthz" if cfg.liveness_port else None
+    kopf.configure(verbose=cfg.verbose, log_format=kopf.LogFormat.PLAIN)
+    asyncio.run(
+        kopf.operator(
+            standalone=True,
+            clusterwide=not cfg.namespaces,
+            namespaces=cfg.namespaces,
+            liveness_endpoint=liveness,
+        )
+    )

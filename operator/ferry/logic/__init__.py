@@ -1,0 +1,1 @@
+"""Pure logic: naming, conditions, manifests, scaling and diffs. No I/O of any kind."""

@@ -1,0 +1,226 @@
+"""Render the Kubernetes objects the local provider applies for an endpoint.
+
+Pure functions from an `InferenceEndpoint` to Deployment, Service and
+PodDisruptionBudget dicts, ready for server-side apply. Owner references make the
+objects go with the endpoint (deletionPolicy Delete); the local provider strips
+them for Orphan.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ferry.api.v1alpha1 import types
+from ferry.logic import gpus, naming
+
+# Every cloud spells "this node is spot" differently; Ferry honours all three.
+SPOT_LABELS: tuple[tuple[str, str], ...] = (
+    ("karpenter.sh/capacity-type", "spot"),
+    ("cloud.google.com/gke-spot", "true"),
+    ("eks.amazonaws.com/capacityType", "SPOT"),
+)
+# Taints spot and GPU nodes commonly carry. Tolerating a taint only permits
+# scheduling there; node affinity decides where pods actually go.
+SPOT_TAINT_KEYS = ("ferry.dev/spot", "cloud.google.com/gke-spot", "karpenter.sh/capacity-type")
+GPU_TAINT_KEY = "nvidia.com/gpu"
+# Model servers need time to load weights before the first readiness check.
+STARTUP_SECONDS = 1800
+TERMINATION_SLACK_SECONDS = 5
+
+
+def owner_reference(ep: types.InferenceEndpoint) -> dict[str, Any]:
+    return {
+        "apiVersion": types.API_VERSION,
+        "kind": "InferenceEndpoint",
+        "name": ep.metadata.name,
+        "uid": ep.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(ep: types.InferenceEndpoint, name: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": ep.metadata.namespace,
+        "labels": naming.endpoint_labels(name, ep.metadata.name, ep.metadata.uid),
+    }
+    if ep.metadata.uid:
+        meta["ownerReferences"] = [owner_reference(ep)]
+    return meta
+
+
+def _affinity(spec: types.InferenceEndpointSpec) -> dict[str, Any]:
+    wanted = [spec.gpu.type, *spec.gpu.fallback]
+    gpu_expr = {"key": gpus.PRODUCT_LABEL, "operator": "In", "values": gpus.products(wanted)}
+    policy = spec.spot.policy
+    if policy == "spot":
+        # Terms are ORed: any one of the clouds' spot labels will do.
+        terms = [{"matchExpressions": [gpu_expr, _label_in(k, v)]} for k, v in SPOT_LABELS]
+    elif policy == "on-demand":
+        not_spot = [{"key": k, "operator": "NotIn", "values": [v]} for k, v in SPOT_LABELS]
+        terms = [{"matchExpressions": [gpu_expr, *not_spot]}]
+    else:
+        terms = [{"matchExpressions": [gpu_expr]}]
+    preferred: list[dict[str, Any]] = []
+    # The first GPU type is preferred over the fallbacks, in their order.
+    if spec.gpu.fallback:
+        for rank, gpu in enumerate(wanted):
+            preferred.append(
+                {
+                    "weight": max(1, 100 - 10 * rank),
+                    "preference": {
+                        "matchExpressions": [
+                            {
+                                "key": gpus.PRODUCT_LABEL,
+                                "operator": "In",
+                                "values": list(gpus.PRODUCTS[gpu]),
+                            }
+                        ]
+                    },
+                }
+            )
+    if policy == "spot-with-fallback":
+        preferred.extend(
+            {
+                "weight": 50,
+                "preference": {"matchExpressions": [{"key": k, "operator": "In", "values": [v]}]},
+            }
+            for k, v in SPOT_LABELS
+        )
+    node_affinity: dict[str, Any] = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}
+    }
+    if preferred:
+        node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] = preferred
+    return {"nodeAffinity": node_affinity}
+
+
+def _label_in(key: str, value: str) -> dict[str, Any]:
+    return {"key": key, "operator": "In", "values": [value]}
+
+
+def _tolerations(spec: types.InferenceEndpointSpec) -> list[dict[str, Any]]:
+    tolerations = [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
+    if spec.spot.policy != "on-demand":
+        tolerations.extend(
+            {"key": key, "operator": "Exists", "effect": "NoSchedule"} for key in SPOT_TAINT_KEYS
+        )
+    return tolerations
+
+
+def _env(spec: types.InferenceEndpointSpec) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = []
+    model = spec.model
+    if model.uri:
+        uri = model.uri if not model.revision else f"{model.uri}@{model.revision}"
+        env.append({"name": "FERRY_MODEL", "value": uri})
+    env.append({"name": "FERRY_PORT", "value": str(spec.server.port)})
+    env.append({"name": "FERRY_DRAIN_GRACE_SECONDS", "value": str(spec.spot.drain_grace_seconds)})
+    for var in spec.server.env:
+        if var.value_from is not None:
+            ref = var.value_from.secret_key_ref
+            env.append(
+                {
+                    "name": var.name,
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+                }
+            )
+        else:
+            env.append({"name": var.name, "value": var.value or ""})
+    return env
+
+
+def deployment(ep: types.InferenceEndpoint, name: str, replicas: int) -> dict[str, Any]:
+    """The Deployment running `replicas` model-server pods for `ep`."""
+    spec = ep.spec
+    port = spec.server.port
+    gpu_count = str(spec.gpu.count)
+    probe_get = {"path": "/readyz", "port": "http"}
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": spec.server.image,
+        "args": list(spec.server.args),
+        "env": _env(spec),
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "resources": {
+            "requests": {gpus.GPU_RESOURCE: gpu_count},
+            "limits": {gpus.GPU_RESOURCE: gpu_count},
+        },
+        "readinessProbe": {"httpGet": probe_get, "periodSeconds": 5, "failureThreshold": 2},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": STARTUP_SECONDS // 5,
+        },
+    }
+    pod_labels = naming.endpoint_labels(name, ep.metadata.name, ep.metadata.uid)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(ep, name),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": naming.selector_labels(name)},
+            # Never take a serving replica away before its replacement is ready.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "containers": [container],
+                    "affinity": _affinity(spec),
+                    "tolerations": _tolerations(spec),
+                    # The server drains on SIGTERM within drainGraceSeconds; the
+                    # slack covers process exit after the last request.
+                    "terminationGracePeriodSeconds": spec.spot.drain_grace_seconds
+                    + TERMINATION_SLACK_SECONDS,
+                },
+            },
+        },
+    }
+
+
+def service(ep: types.InferenceEndpoint, name: str) -> dict[str, Any]:
+    """The ClusterIP Service in front of the endpoint's pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(ep, name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": naming.selector_labels(name),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": ep.spec.server.port,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def pod_disruption_budget(ep: types.InferenceEndpoint, name: str) -> dict[str, Any]:
+    """At most one replica drained at a time by voluntary disruptions (node drains)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(ep, name),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": naming.selector_labels(name)},
+        },
+    }
+
+
+def service_url(namespace: str, name: str, port: int) -> str:
+    return f"http://{name}.{namespace}.svc.cluster.local:{port}"

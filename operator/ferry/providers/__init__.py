@@ -1,0 +1,1 @@
+"""Provider clients: one small module per backend behind the interface in base.py."""

@@ -1,0 +1,49 @@
+"""Operator settings: flags of `ferry run`, each with a FERRY_* environment default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number of seconds, not {raw!r}") from None
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, not {raw!r}") from None
+
+
+@dataclass
+class Settings:
+    """Everything `ferry run` can be told."""
+
+    namespaces: list[str] = field(default_factory=list)
+    kubeconfig: str | None = None
+    workers: int = field(default_factory=lambda: _env_int("FERRY_WORKERS", 32))
+    poll_interval: float = field(default_factory=lambda: _env_float("FERRY_POLL_INTERVAL", 60.0))
+    short_requeue: float = field(default_factory=lambda: _env_float("FERRY_SHORT_REQUEUE", 3.0))
+    metrics_port: int = field(default_factory=lambda: _env_int("FERRY_METRICS_PORT", 8080))
+    metrics_host: str = field(
+        default_factory=lambda: os.environ.get("FERRY_METRICS_HOST", "0.0.0.0")
+    )
+    liveness_port: int = field(default_factory=lambda: _env_int("FERRY_HEALTH_PORT", 0))
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise SystemExit(f"--workers must be at least 1, not {self.workers}")
+        if self.poll_interval <= 0 or self.short_requeue <= 0:
+            raise SystemExit("--poll-interval and the short requeue must be positive")
