@@ -1,0 +1,197 @@
+"""The `ferry` command.
+
+- `ferry run`: the operator, against the cluster in the kubeconfig (or in-cluster).
+- `ferry up`: what `make run` calls. With a kubeconfig it runs the operator against
+  that cluster. Without one it starts the embedded local control plane with its
+  simulated GPU nodes, installs the CRDs, applies `examples/`, starts the operator,
+  shows the endpoints reaching Ready and keeps the operator in the foreground
+  until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from ferry.settings import Settings
+
+if TYPE_CHECKING:
+    from ferry.devcluster import Cluster
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run the operator against the configured cluster")
+    p.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; glob patterns allowed). Default: all.",
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    p.add_argument("--workers", type=int, help="concurrent reconciles (default 32)")
+    p.add_argument("--poll-interval", type=float, help="seconds between drift checks (default 60)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 to disable (default 8080)")
+    p.add_argument("--metrics-host", help="address for the metrics server (default 0.0.0.0)")
+    p.add_argument("--health-port", type=int, help="liveness endpoint port (default off)")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    cfg = Settings(
+        namespaces=list(args.namespace), kubeconfig=args.kubeconfig, verbose=args.verbose
+    )
+    if args.workers is not None:
+        cfg.workers = args.workers
+    if args.poll_interval is not None:
+        cfg.poll_interval = args.poll_interval
+    if args.metrics_port is not None:
+        cfg.metrics_port = args.metrics_port
+    if args.metrics_host is not None:
+        cfg.metrics_host = args.metrics_host
+    if args.health_port is not None:
+        cfg.liveness_port = args.health_port
+    cfg.__post_init__()
+    return cfg
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ferry import handlers
+
+    if args.kubeconfig:
+        # kopf's own login reads $KUBECONFIG; the reconciler's client gets it directly.
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    handlers.run(_settings(args))
+    return 0
+
+
+def _has_kubeconfig() -> bool:
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return any(Path(p).exists() for p in env.split(os.pathsep) if p)
+    return (Path.home() / ".kube" / "config").exists()
+
+
+def _say(message: str) -> None:
+    print(f"ferry: {message}", file=sys.stderr, flush=True)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    if _has_kubeconfig() and not args.embedded:
+        _say("using the cluster in your kubeconfig (pass --embedded for a local one)")
+        return cmd_run(args)
+
+    from ferry import devcluster
+
+    cluster = devcluster.DevCluster()
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    operator: subprocess.Popen[bytes] | None = None
+    try:
+        _say("starting the local control plane (etcd, kube-apiserver, scheduler, kwok GPU nodes)")
+        cluster.start()
+        kubeconfig = str(cluster.kubeconfig_path)
+        _say(f"control plane ready; export KUBECONFIG={kubeconfig}")
+        crds = args.crds or str(REPO / "crds")
+        examples = args.examples or str(REPO / "examples")
+        cluster.kubectl("apply", "--server-side", "-f", crds)
+        cluster.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/inferenceendpoints.ferry.dev",
+            "crd/providerconfigs.ferry.dev",
+        )
+        env = {**os.environ, "KUBECONFIG": kubeconfig}
+        cmd = [sys.executable, "-m", "ferry", "run", "--kubeconfig", kubeconfig]
+        cmd += ["--metrics-port", str(args.metrics_port or 0), "--metrics-host", "127.0.0.1"]
+        operator = subprocess.Popen(cmd, env=env)
+        _say(f"operator started (pid {operator.pid}); applying {examples}")
+        cluster.kubectl("apply", "-f", examples)
+        _watch_until_ready(cluster, operator, timeout=args.ready_timeout)
+        _say("operator running in the foreground; Ctrl-C stops it and the control plane")
+        return operator.wait()
+    except KeyboardInterrupt:
+        if not stopping:
+            _say("interrupted")
+        return 0
+    except (devcluster.StartupError, devcluster.BuildError) as err:
+        _say(f"cannot start the local control plane: {err}")
+        return 1
+    finally:
+        if operator is not None and operator.poll() is None:
+            operator.send_signal(signal.SIGINT)
+            try:
+                operator.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+        _say("stopping the local control plane")
+        cluster.stop()
+
+
+def _watch_until_ready(
+    cluster: Cluster, operator: subprocess.Popen[bytes], *, timeout: float
+) -> None:
+    def kubectl(*args: str) -> str:
+        return cluster.kubectl(*args, check=False).stdout
+
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if operator.poll() is not None:
+            raise SystemExit(f"ferry: the operator exited with status {operator.returncode}")
+        table = kubectl("get", "inferenceendpoints", "-A")
+        if table != last:
+            print(table, end="", flush=True)
+            last = table
+        statuses = kubectl(
+            "get",
+            "inferenceendpoints",
+            "-A",
+            "-o",
+            "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{'\\n'}{end}",
+        ).split()
+        if statuses and all(s == "True" for s in statuses):
+            _say(f"all {len(statuses)} endpoints are Ready")
+            return
+        time.sleep(2)
+    _say(f"not every endpoint is Ready after {timeout:.0f}s; see `kubectl describe iep -A`")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ferry", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    up = sub.add_parser("up", help="everything locally: control plane, CRDs, examples, operator")
+    for action in sub.choices["run"]._actions[1:]:
+        up._add_action(action)
+    up.add_argument("--embedded", action="store_true", help="ignore any kubeconfig")
+    up.add_argument("--examples", help="manifests to apply (default: examples/)")
+    up.add_argument("--crds", help="CRD directory (default: crds/)")
+    up.add_argument("--ready-timeout", type=float, default=180.0)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        return cmd_up(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

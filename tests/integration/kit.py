@@ -1,0 +1,157 @@
+"""Helpers for integration tests: namespaces, an operator process, waiting."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from ferry import devcluster
+
+T = TypeVar("T")
+
+
+def wait_for(
+    check: Callable[[], T | None], what: str, timeout: float = 60.0, every: float = 0.25
+) -> T:
+    """Poll `check` until it returns something truthy; fail naming `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+class Operator:
+    """`ferry run` as a real subprocess, watching the given namespace pattern."""
+
+    def __init__(self, cluster: devcluster.Cluster, namespaces: list[str], log_path: Path) -> None:
+        self.cluster = cluster
+        self.namespaces = namespaces
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "ferry",
+            "run",
+            "--kubeconfig",
+            str(self.cluster.kubeconfig_path),
+        ]
+        for ns in self.namespaces:
+            cmd += ["--namespace", ns]
+        cmd += ["--metrics-port", "0", "--poll-interval", "3"]
+        env = {**os.environ, "FERRY_SHORT_REQUEUE": "1"}
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """Die without cleanup, as a crashed or evicted operator would."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Namespace:
+    """One test's namespace and the kubectl verbs tests use in it."""
+
+    def __init__(self, cluster: devcluster.Cluster, name: str) -> None:
+        self.cluster = cluster
+        self.name = name
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.cluster.kubectl("-n", self.name, *args, check=check, input=input)
+
+    def apply(
+        self, manifest: dict[str, Any] | str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
+        return self.kubectl("apply", "-f", "-", input=text, check=check)
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        out = self.kubectl("get", kind, name, "-o", "yaml", check=False)
+        if out.returncode != 0:
+            if "NotFound" in out.stderr:
+                return None
+            raise AssertionError(out.stderr)
+        doc: dict[str, Any] = yaml.safe_load(out.stdout)
+        return doc
+
+    def items(self, kind: str, selector: str | None = None) -> list[dict[str, Any]]:
+        args = ["get", kind, "-o", "yaml"]
+        if selector:
+            args += ["-l", selector]
+        doc = yaml.safe_load(self.kubectl(*args).stdout)
+        items: list[dict[str, Any]] = doc.get("items", [])
+        return items
+
+    def events(self, involved: str) -> list[dict[str, Any]]:
+        return [
+            e for e in self.items("events") if e.get("involvedObject", {}).get("name") == involved
+        ]
+
+
+def condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any] | None:
+    if not obj:
+        return None
+    for cond in obj.get("status", {}).get("conditions", []) or []:
+        if cond.get("type") == ctype:
+            return dict(cond)
+    return None
+
+
+def endpoint(name: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "provider": "local",
+        "model": {"uri": "hf://acme/tiny-llm"},
+        "server": {"image": "ghcr.io/ferry-dev/inference-server:0.1.0"},
+        "gpu": {"type": "L4"},
+        "scaling": {"minReplicas": 1, "maxReplicas": 3},
+    }
+    annotations = spec.pop("annotations", None)
+    body.update(spec)
+    meta: dict[str, Any] = {"name": name}
+    if annotations:
+        meta["annotations"] = annotations
+    return {
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "InferenceEndpoint",
+        "metadata": meta,
+        "spec": body,
+    }

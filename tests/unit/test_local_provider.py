@@ -1,0 +1,91 @@
+"""Pure parts of the local provider: reading rollout and scheduling state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ferry.providers import local
+
+
+def deployment(
+    spec: int, ready: int, updated: int, total: int, gen: int = 2, obs: int = 2
+) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": gen},
+        "spec": {"replicas": spec},
+        "status": {
+            "observedGeneration": obs,
+            "readyReplicas": ready,
+            "updatedReplicas": updated,
+            "replicas": total,
+        },
+    }
+
+
+def test_rollout_complete() -> None:
+    assert local.rollout_state(deployment(2, 2, 2, 2)) == (2, False, None)
+
+
+def test_rollout_in_progress_while_old_pods_remain() -> None:
+    ready, progressing, _ = local.rollout_state(deployment(2, 2, 1, 3))
+    assert (ready, progressing) == (2, True)
+
+
+def test_rollout_not_observed_yet() -> None:
+    assert local.rollout_state(deployment(1, 1, 1, 1, gen=3, obs=2))[1] is True
+
+
+def test_progress_deadline_is_a_problem() -> None:
+    dep = deployment(1, 0, 1, 1)
+    dep["status"]["conditions"] = [
+        {
+            "type": "Progressing",
+            "status": "False",
+            "reason": "ProgressDeadlineExceeded",
+            "message": "slow",
+        }
+    ]
+    problem = local.rollout_state(dep)[2]
+    assert problem is not None
+    assert problem.reason == "ProgressDeadlineExceeded"
+
+
+def test_unschedulable_gpu_pod_names_the_gpu_shortage() -> None:
+    pods = [
+        {
+            "metadata": {},
+            "status": {
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/5 nodes are available: 5 Insufficient nvidia.com/gpu.",
+                    }
+                ]
+            },
+        }
+    ]
+    problem = local.pod_problem(pods)
+    assert problem is not None
+    assert problem.reason == "InsufficientGPUCapacity"
+    assert "Insufficient nvidia.com/gpu" in problem.message
+
+
+def test_crash_loop_is_a_problem_and_healthy_pods_are_not() -> None:
+    crashing = {
+        "metadata": {},
+        "status": {
+            "containerStatuses": [
+                {"name": "server", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+            ]
+        },
+    }
+    healthy = {
+        "metadata": {},
+        "status": {"conditions": [{"type": "PodScheduled", "status": "True"}]},
+    }
+    assert local.pod_problem([healthy]) is None
+    crash = local.pod_problem([healthy, crashing])
+    assert crash is not None
+    assert crash.reason == "CrashLoopBackOff"

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ferry.logic import manifests
+from tests.unit.factories import endpoint
+
+
+def _required_terms(dep: dict[str, Any]) -> list[dict[str, Any]]:
+    affinity = dep["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    terms: list[dict[str, Any]] = affinity["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    return terms
+
+
+def test_deployment_requests_gpus_and_probes_readiness() -> None:
+    ep = endpoint(gpu={"type": "A100-80GB", "count": 2})
+    dep = manifests.deployment(ep, "llm", 3)
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert dep["spec"]["replicas"] == 3
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FERRY_MODEL"] == "hf://acme/tiny-llm@v1"
+    products = _required_terms(dep)[0]["matchExpressions"][0]["values"]
+    assert products == ["NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe"]
+
+
+def test_grace_period_covers_drain() -> None:
+    ep = endpoint(spot={"policy": "spot", "drainGraceSeconds": 90})
+    dep = manifests.deployment(ep, "llm", 1)
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 95
+
+
+@pytest.mark.parametrize(
+    ("policy", "terms", "tolerates_spot"),
+    [("on-demand", 1, False), ("spot", 3, True), ("spot-with-fallback", 1, True)],
+    ids=["on-demand", "spot", "spot-with-fallback"],
+)
+def test_spot_policy_placement(policy: str, terms: int, tolerates_spot: bool) -> None:
+    dep = manifests.deployment(endpoint(spot={"policy": policy}), "llm", 1)
+    required = _required_terms(dep)
+    assert len(required) == terms
+    tolerations = {t["key"] for t in dep["spec"]["template"]["spec"]["tolerations"]}
+    assert ("ferry.dev/spot" in tolerations) is tolerates_spot
+    if policy == "on-demand":
+        ops = {(e["key"], e["operator"]) for e in required[0]["matchExpressions"][1:]}
+        assert ("karpenter.sh/capacity-type", "NotIn") in ops
+    if policy == "spot":
+        keys = {t["matchExpressions"][1]["key"] for t in required}
+        assert keys == {k for k, _ in manifests.SPOT_LABELS}
+
+
+def test_fallback_gpus_are_allowed_and_ranked() -> None:
+    dep = manifests.deployment(endpoint(gpu={"type": "H100", "fallback": ["A100-80GB"]}), "x", 1)
+    allowed = _required_terms(dep)[0]["matchExpressions"][0]["values"]
+    assert "NVIDIA-H100-80GB-HBM3" in allowed
+    assert "NVIDIA-A100-SXM4-80GB" in allowed
+    preferred = dep["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    weights = [p["weight"] for p in preferred]
+    assert weights == sorted(weights, reverse=True)
+    assert weights[0] > weights[1]
+
+
+def test_secret_env_is_a_reference_not_a_value() -> None:
+    ep = endpoint(
+        server={
+            "image": "img",
+            "env": [
+                {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}}
+            ],
+        }
+    )
+    env = manifests.deployment(ep, "llm", 1)["spec"]["template"]["spec"]["containers"][0]["env"]
+    hf = next(e for e in env if e["name"] == "HF_TOKEN")
+    assert hf == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}}
+
+
+def test_service_and_pdb_select_the_pods() -> None:
+    ep = endpoint()
+    dep = manifests.deployment(ep, "adopted", 1)
+    svc = manifests.service(ep, "adopted")
+    pdb = manifests.pod_disruption_budget(ep, "adopted")
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    for selector in (svc["spec"]["selector"], pdb["spec"]["selector"]["matchLabels"]):
+        assert selector.items() <= pod_labels.items()
+    assert dep["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert pod_labels["ferry.dev/endpoint"] == "llm"
+    assert (
+        manifests.service_url("ns", "adopted", 8000) == "http://adopted.ns.svc.cluster.local:8000"
+    )
