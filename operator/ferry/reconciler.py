@@ -135,8 +135,11 @@ class Reconciler:
             return await self._delete(ep, provider, external_name)
 
         if naming.FINALIZER not in meta.finalizers:
+            # The list is replaced whole: check the version so no one else's is lost.
             ep = await self._patch_meta(
-                ep, {"metadata": {"finalizers": [*meta.finalizers, naming.FINALIZER]}}
+                ep,
+                {"metadata": {"finalizers": [*meta.finalizers, naming.FINALIZER]}},
+                check_version=True,
             )
 
         observation = await provider.observe(ep, external_name)
@@ -239,6 +242,11 @@ class Reconciler:
                 await self._kube.post_event(
                     ep, "Normal", "Orphaned", f"left {external_name} running on {provider.name}"
                 )
+            await self._remove_finalizer(ep)
+            return Result()
+        if external_name is None and not self._create_incomplete(meta.annotations):
+            # Nothing was ever created or adopted for this endpoint: nothing to delete,
+            # and a same-named resource that is not ours must be left alone.
             await self._remove_finalizer(ep)
             return Result()
         observation = await provider.observe(ep, external_name)

@@ -110,9 +110,10 @@ def test_replicas_are_kept_within_bounds(ns: kit.Namespace) -> None:
 
 
 def test_unschedulable_gpu_request_is_reported_not_hung(ns: kit.Namespace) -> None:
+    # One H100 node with 8 GPUs: the first replica fits, the second cannot.
     ns.apply(
         kit.endpoint(
-            "huge", gpu={"type": "L4", "count": 8}, scaling={"minReplicas": 6, "maxReplicas": 6}
+            "huge", gpu={"type": "H100", "count": 8}, scaling={"minReplicas": 2, "maxReplicas": 2}
         )
     )
 

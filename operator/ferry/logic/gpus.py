@@ -13,7 +13,7 @@ PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 PRODUCTS: dict[str, tuple[str, ...]] = {
-    "T4": ("NVIDIA-Tesla-T4",),
+    "T4": ("Tesla-T4", "NVIDIA-Tesla-T4"),
     "L4": ("NVIDIA-L4",),
     "A10G": ("NVIDIA-A10G",),
     "L40S": ("NVIDIA-L40S",),
