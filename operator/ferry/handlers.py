@@ -28,6 +28,8 @@ from ferry.settings import Settings
 log = logging.getLogger(__name__)
 
 _settings = Settings()
+ENDPOINT = "InferenceEndpoint"
+PROVIDER_CONFIG = "ProviderConfig"
 
 
 def _local_factory(kube: kube_api.Kube) -> reconciler.ProviderFactory:
@@ -57,7 +59,19 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
 
     async def work(key: queueing.Key) -> queueing.Outcome:
-        result = await rec.reconcile(*key)
+        kind, namespace, name = key
+        if kind == PROVIDER_CONFIG:
+            try:
+                users = await rec.reconcile_provider_config(namespace, name)
+            except (kube_api.KubeError, kube_api.Conflict) as err:
+                log.warning("cannot check ProviderConfig %s/%s: %s", namespace, name, err)
+                return queueing.Outcome(error=True)
+            for user in users:
+                queue.add((ENDPOINT, namespace, user))
+            # Secrets are not watched (that would need cluster-wide read on them):
+            # look again on the poll interval so a fixed Secret is noticed.
+            return queueing.Outcome(requeue_after=cfg.poll_interval)
+        result = await rec.reconcile(namespace, name)
         return queueing.Outcome(requeue_after=result.requeue_after, error=result.error)
 
     queue = queueing.WorkQueue(work, workers=cfg.workers)
@@ -83,7 +97,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 async def endpoint_event(
     *, type: str | None, namespace: str | None, name: str, memo: Any, **_: Any
 ) -> None:
-    key = (namespace or "default", name)
+    key = (ENDPOINT, namespace or "default", name)
     if type == "DELETED":
         memo.queue.forget(key)
         return
@@ -97,7 +111,7 @@ async def deployment_event(
     # Rollout progress and drift of a Deployment wake its endpoint at once.
     endpoint = labels.get(naming.LABEL_ENDPOINT)
     if endpoint:
-        memo.queue.add((namespace or "default", endpoint))
+        memo.queue.add((ENDPOINT, namespace or "default", endpoint))
 
 
 def run(cfg: Settings) -> None:

@@ -124,6 +124,23 @@ class Kube:
     async def get_provider_config(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(ProviderConfigRes, name, namespace)
 
+    async def patch_provider_config_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        try:
+            await self._client.patch(
+                ProviderConfigRes.Status,
+                name,
+                {"status": status},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except ApiError as err:
+            if err.status.code != 404:
+                raise _wrap(
+                    err, f"cannot update status of ProviderConfig {namespace}/{name}"
+                ) from err
+
     async def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's data, base64-decoded. Callers must never log the values."""
         import base64
@@ -166,7 +183,8 @@ class Kube:
 
     async def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
         return [
-            _to_dict(p) async for p in self._client.list(Pod, namespace=namespace, labels=dict(labels))
+            _to_dict(p)
+            async for p in self._client.list(Pod, namespace=namespace, labels=dict(labels))
         ]
 
     # --- events -----------------------------------------------------------------

@@ -18,7 +18,8 @@ from ferry import metrics
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]
+#: (kind, namespace, name): one object of one kind.
+Key = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class WorkQueue:
         *,
         workers: int = 16,
         base_backoff: float = 1.0,
-        max_backoff: float = 300.0,
+        max_backoff: float = 60.0,
     ) -> None:
         self._work = work
         self._workers = workers
@@ -119,7 +120,7 @@ class WorkQueue:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("reconcile of %s/%s crashed", *key)
+                log.exception("reconcile of %s %s/%s crashed", *key)
                 outcome = Outcome(error=True)
             finally:
                 self._active.discard(key)

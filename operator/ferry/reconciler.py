@@ -27,6 +27,7 @@ from ferry import kube as kube_api
 from ferry import metrics
 from ferry.api.v1alpha1 import types
 from ferry.logic import conditions, naming
+from ferry.logic import credentials as credentials_logic
 from ferry.logic.conditions import Phase
 from ferry.providers.base import (
     Credentials,
@@ -108,6 +109,40 @@ class Reconciler:
                 return await self._fail(ep, err)
         metrics.RECONCILES.labels(result="ok").inc()
         return result
+
+    async def reconcile_provider_config(self, namespace: str, name: str) -> list[str]:
+        """Set a ProviderConfig's Ready condition; return the endpoints that use it.
+
+        Ready means the credentials Secret exists and has the keys its provider
+        needs. Endpoints that use the config are returned so the caller can requeue
+        them at once rather than waiting for their backoff to expire.
+        """
+        raw = await self._kube.get_provider_config(namespace, name)
+        if raw is None:
+            return []
+        config = types.ProviderConfig.model_validate(raw)
+        phase = Phase("ready", "CredentialsFound", "credentials Secret found with every key")
+        ref = config.spec.credentials_secret_ref
+        if ref is not None:
+            data = await self._kube.get_secret_data(namespace, ref.name)
+            if data is None:
+                phase = Phase("stalled", "CredentialsNotFound", f"Secret {ref.name} not found")
+            else:
+                absent = credentials_logic.missing_keys(config.spec.provider, set(data))
+                if absent:
+                    message = f"Secret {ref.name} lacks the key(s) {', '.join(absent)}"
+                    phase = Phase("stalled", "CredentialsIncomplete", message)
+        conds = conditions.compute(phase, config.status.conditions, None, self._clock())
+        ready = [c for c in conds if c.type == conditions.READY]
+        if ready != [c for c in config.status.conditions if c.type == conditions.READY]:
+            body = [c.model_dump(by_alias=True, exclude_none=True) for c in ready]
+            await self._kube.patch_provider_config_status(namespace, name, {"conditions": body})
+        users = await self._kube.list_endpoints(namespace)
+        return [
+            e["metadata"]["name"]
+            for e in users
+            if ((e.get("spec") or {}).get("providerConfigRef") or {}).get("name") == name
+        ]
 
     # --- the lifecycle ------------------------------------------------------------
 
@@ -297,6 +332,13 @@ class Reconciler:
                         f"Secret {secret_ref.name} named by ProviderConfig {ref} not found"
                         f" in namespace {namespace}",
                         reason="CredentialsNotFound",
+                    )
+                absent = credentials_logic.missing_keys(spec.provider, set(data))
+                if absent:
+                    raise PermanentProviderError(
+                        f"Secret {secret_ref.name} named by ProviderConfig {ref} lacks the"
+                        f" key(s) {', '.join(absent)} that {spec.provider} needs",
+                        reason="CredentialsIncomplete",
                     )
                 credentials = Credentials(data)
         factory = self._factories.get(spec.provider)

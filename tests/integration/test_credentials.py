@@ -41,6 +41,12 @@ def test_missing_secret_is_named_and_values_never_leak(
     assert cond is not None
     assert cond["reason"] == "CredentialsNotFound"
     assert "modal-creds" in cond["message"]
+    pc_ready = kit.wait_for(
+        lambda: kit.condition(ns.get("providerconfig", "modal-prod"), "Ready"),
+        "ProviderConfig status",
+    )
+    assert pc_ready["status"] == "False"
+    assert pc_ready["reason"] == "CredentialsNotFound"
 
     ns.kubectl(
         "create",
@@ -57,6 +63,13 @@ def test_missing_secret_is_named_and_values_never_leak(
         return got if cond and cond["reason"] != "CredentialsNotFound" else None
 
     obj = kit.wait_for(moved_on, "credentials found", timeout=90)
+    kit.wait_for(
+        lambda: (
+            (kit.condition(ns.get("providerconfig", "modal-prod"), "Ready") or {}).get("reason")
+            == "CredentialsFound"
+        ),
+        "ProviderConfig Ready once its Secret exists",
+    )
     # This build has no Modal client yet: it says so instead of pretending.
     assert kit.condition(obj, "Stalled")["reason"] == "ProviderNotSupported"  # type: ignore[index]
 
@@ -96,3 +109,25 @@ def test_provider_config_requires_a_secret_for_remote_providers(ns: kit.Namespac
     )
     assert result.returncode != 0
     assert "spec.credentialsSecretRef" in result.stderr
+
+
+def test_secret_without_the_needed_keys_is_named(ns: kit.Namespace) -> None:
+    ns.kubectl("create", "secret", "generic", "half", f"--from-literal=tokenId={SECRET_VALUE}")
+    ns.apply(
+        {
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "ProviderConfig",
+            "metadata": {"name": "half"},
+            "spec": {"provider": "modal", "credentialsSecretRef": {"name": "half"}},
+        }
+    )
+    ns.apply(_remote("partial", "half"))
+    obj = kit.wait_for(lambda: stalled(ns, "partial"), "Stalled on incomplete credentials")
+    cond = kit.condition(obj, "Stalled")
+    assert cond is not None
+    assert cond["reason"] == "CredentialsIncomplete"
+    assert "tokenSecret" in cond["message"]
+    assert SECRET_VALUE not in cond["message"]
+    table = ns.kubectl("get", "providerconfig", "half").stdout
+    assert "modal" in table
+    assert "False" in table

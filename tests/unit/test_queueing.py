@@ -23,14 +23,14 @@ async def test_keys_are_deduplicated_and_never_processed_concurrently() -> None:
     q = queueing.WorkQueue(work, workers=4)
     q.start()
     for _ in range(5):
-        q.add(("ns", "a"))
+        q.add(("iep", "ns", "a"))
     await asyncio.sleep(0.05)
     for _ in range(5):
-        q.add(("ns", "a"))  # while active: marks it dirty, processed once more
+        q.add(("iep", "ns", "a"))  # while active: marks it dirty, processed once more
     release.set()
     await asyncio.sleep(0.1)
     await q.stop()
-    assert seen == [("ns", "a"), ("ns", "a")]
+    assert seen == [("iep", "ns", "a"), ("iep", "ns", "a")]
     assert not overlap
 
 
@@ -46,7 +46,7 @@ async def test_requeue_after_delay_and_backoff_on_error() -> None:
 
     q = queueing.WorkQueue(work, workers=1, base_backoff=0.05, max_backoff=1.0)
     q.start()
-    q.add(("ns", "b"))
+    q.add(("iep", "ns", "b"))
     await asyncio.sleep(0.5)
     await q.stop()
     assert len(calls) == 3
@@ -64,10 +64,10 @@ async def test_an_earlier_timer_wins_and_forget_cancels() -> None:
 
     q = queueing.WorkQueue(work, workers=1)
     q.start()
-    q.add_after(("ns", "c"), 0.05)
-    q.add_after(("ns", "c"), 5.0)  # later: ignored, the earlier one stays
-    q.add_after(("ns", "d"), 0.05)
-    q.forget(("ns", "d"))
+    q.add_after(("iep", "ns", "c"), 0.05)
+    q.add_after(("iep", "ns", "c"), 5.0)  # later: ignored, the earlier one stays
+    q.add_after(("iep", "ns", "d"), 0.05)
+    q.forget(("iep", "ns", "d"))
     await asyncio.sleep(0.2)
     await q.stop()
-    assert calls == [("ns", "c")]
+    assert calls == [("iep", "ns", "c")]
