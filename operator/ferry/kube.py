@@ -10,10 +10,11 @@ owns (Deployments, Services, PDBs) are written with server-side apply under the
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import httpx2
 from lightkube import AsyncClient, KubeConfig, codecs
@@ -28,6 +29,7 @@ from ferry.api.v1alpha1 import types
 from ferry.logic import naming
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 InferenceEndpointRes = create_namespaced_resource(
     types.GROUP, types.VERSION, "InferenceEndpoint", "inferenceendpoints"
@@ -61,6 +63,19 @@ def _wrap(err: ApiError, what: str) -> Exception:
     return KubeError(f"{what}: {err.status.message}")
 
 
+def _reachable(fn: F) -> F:
+    """Turn transport failures (timeouts, refused connections) into KubeError."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except httpx2.HTTPError as err:
+            raise KubeError(f"cannot reach the Kubernetes API: {err}") from err
+
+    return cast(F, wrapper)
+
+
 class Kube:
     """Async access to the objects Ferry reads and writes."""
 
@@ -79,9 +94,11 @@ class Kube:
 
     # --- Ferry's own kinds ------------------------------------------------------
 
+    @_reachable
     async def get_endpoint(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(InferenceEndpointRes, name, namespace)
 
+    @_reachable
     async def patch_endpoint(
         self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
     ) -> dict[str, Any]:
@@ -99,6 +116,7 @@ class Kube:
             raise _wrap(err, f"cannot update InferenceEndpoint {namespace}/{name}") from err
         return _to_dict(obj)
 
+    @_reachable
     async def patch_endpoint_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> None:
@@ -117,13 +135,16 @@ class Kube:
                 err, f"cannot update status of InferenceEndpoint {namespace}/{name}"
             ) from err
 
+    @_reachable
     async def list_endpoints(self, namespace: str | None = None) -> list[dict[str, Any]]:
         ns = namespace if namespace is not None else "*"
         return [_to_dict(o) async for o in self._client.list(InferenceEndpointRes, namespace=ns)]
 
+    @_reachable
     async def get_provider_config(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(ProviderConfigRes, name, namespace)
 
+    @_reachable
     async def patch_provider_config_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> None:
@@ -141,6 +162,7 @@ class Kube:
                     err, f"cannot update status of ProviderConfig {namespace}/{name}"
                 ) from err
 
+    @_reachable
     async def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's data, base64-decoded. Callers must never log the values."""
         import base64
@@ -157,6 +179,7 @@ class Kube:
 
     # --- objects Ferry owns -----------------------------------------------------
 
+    @_reachable
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply `manifest` as field manager `ferry`, taking over conflicts."""
         obj = codecs.from_dict(manifest)
@@ -169,9 +192,11 @@ class Kube:
             ) from err
         return _to_dict(result)
 
+    @_reachable
     async def get_owned(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(_KINDS[kind], name, namespace)
 
+    @_reachable
     async def delete_owned(self, kind: str, namespace: str, name: str) -> None:
         try:
             await self._client.delete(
@@ -181,6 +206,7 @@ class Kube:
             if err.status.code != 404:
                 raise _wrap(err, f"cannot delete {kind} {namespace}/{name}") from err
 
+    @_reachable
     async def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
         return [
             _to_dict(p)
@@ -228,6 +254,7 @@ class Kube:
 
     # --- helpers ----------------------------------------------------------------
 
+    @_reachable
     async def _get(self, res: Any, name: str, namespace: str) -> dict[str, Any] | None:
         try:
             obj = await self._client.get(res, name, namespace=namespace)

@@ -104,6 +104,10 @@ class Reconciler:
                 # Someone wrote the object since we read it: read it again now.
                 metrics.RECONCILES.labels(result="conflict").inc()
                 return Result(requeue_after=0.0)
+            except kube_api.KubeError as err:
+                log.warning("reconcile of %s/%s: %s", namespace, name, err)
+                metrics.RECONCILES.labels(result="error").inc()
+                return Result(error=True)
             except ProviderError as err:
                 metrics.RECONCILES.labels(result="error").inc()
                 return await self._fail(ep, err)

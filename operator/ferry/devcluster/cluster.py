@@ -272,6 +272,9 @@ class DevCluster(Cluster):
             f"--authentication-kubeconfig={self._kubeconfig}",
             f"--authorization-kubeconfig={self._kubeconfig}",
         ]
+        # The API server's cert names 127.0.0.1, so the components serve it too and
+        # their health checks verify against our CA like everything else.
+        serving = [f"--tls-cert-file={f.serving_cert}", f"--tls-private-key-file={f.serving_key}"]
         kcm = self._spawn(
             "kube-controller-manager",
             [
@@ -280,7 +283,7 @@ class DevCluster(Cluster):
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={kcm_port}",
-                f"--cert-dir={d / 'controller-manager'}",
+                *serving,
                 f"--root-ca-file={f.ca_cert}",
                 f"--service-account-private-key-file={f.sa_private}",
                 "--use-service-account-credentials=false",
@@ -298,7 +301,7 @@ class DevCluster(Cluster):
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={sched_port}",
-                f"--cert-dir={d / 'scheduler'}",
+                *serving,
             ],
         )
         kwok = self._spawn(
@@ -314,11 +317,9 @@ class DevCluster(Cluster):
                 str(self._write_stages(d / "kwok.yaml")),
             ],
         )
-        # Components serve self-signed health endpoints; only reachability matters.
-        insecure = ssl._create_unverified_context()
-        self._wait(kcm, "/healthz", lambda: _get(f"https://127.0.0.1:{kcm_port}/healthz", insecure))
+        self._wait(kcm, "/healthz", lambda: _get(f"https://127.0.0.1:{kcm_port}/healthz", tls))
         self._wait(
-            scheduler, "/healthz", lambda: _get(f"https://127.0.0.1:{sched_port}/healthz", insecure)
+            scheduler, "/healthz", lambda: _get(f"https://127.0.0.1:{sched_port}/healthz", tls)
         )
         self._wait(kwok, "/healthz", lambda: _get(f"http://127.0.0.1:{kwok_port}/healthz"))
 
