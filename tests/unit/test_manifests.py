@@ -96,3 +96,14 @@ def test_service_and_pdb_select_the_pods() -> None:
     assert (
         manifests.service_url("ns", "adopted", 8000) == "http://adopted.ns.svc.cluster.local:8000"
     )
+
+
+def test_server_env_matches_the_inference_server_settings() -> None:
+    ep = endpoint(
+        spot={"policy": "on-demand", "drainGraceSeconds": 45}, server={"image": "i", "port": 9000}
+    )
+    container = manifests.deployment(ep, "llm", 1)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FERRY_DRAIN_GRACE_S"] == "45"
+    assert env["FERRY_PORT"] == "9000"
+    assert container["ports"][0]["containerPort"] == 9000

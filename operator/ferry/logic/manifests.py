@@ -116,7 +116,7 @@ def _env(spec: types.InferenceEndpointSpec) -> list[dict[str, Any]]:
         uri = model.uri if not model.revision else f"{model.uri}@{model.revision}"
         env.append({"name": "FERRY_MODEL", "value": uri})
     env.append({"name": "FERRY_PORT", "value": str(spec.server.port)})
-    env.append({"name": "FERRY_DRAIN_GRACE_SECONDS", "value": str(spec.spot.drain_grace_seconds)})
+    env.append({"name": "FERRY_DRAIN_GRACE_S", "value": str(spec.spot.drain_grace_seconds)})
     for var in spec.server.env:
         if var.value_from is not None:
             ref = var.value_from.secret_key_ref
