@@ -1,0 +1,1 @@
+"""Thin platform entrypoints (Modal, RunPod; Replicate's predictor lives in replicate/)."""
