@@ -65,11 +65,19 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        # kopf picks its login handlers when it is imported, from $KUBECONFIG: set it
+        # first. The reconciler's own client is given the path directly.
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    in_cluster = Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists()
+    if not (_has_kubeconfig() or in_cluster):
+        _say(
+            "no cluster configured: pass --kubeconfig, set KUBECONFIG, run in a pod,"
+            " or use `ferry up` (make run) for a local control plane"
+        )
+        return 2
     from ferry import handlers
 
-    if args.kubeconfig:
-        # kopf's own login reads $KUBECONFIG; the reconciler's client gets it directly.
-        os.environ["KUBECONFIG"] = args.kubeconfig
     handlers.run(_settings(args))
     return 0
 

@@ -104,6 +104,17 @@ async def endpoint_event(
     memo.queue.add(key)
 
 
+@kopf.on.event(types.GROUP, types.VERSION, "providerconfigs")
+async def provider_config_event(
+    *, type: str | None, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    key = (PROVIDER_CONFIG, namespace or "default", name)
+    if type == "DELETED":
+        memo.queue.forget(key)
+        return
+    memo.queue.add(key)
+
+
 @kopf.on.event("apps", "v1", "deployments", labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})
 async def deployment_event(
     *, labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
@@ -120,6 +131,12 @@ def run(cfg: Settings) -> None:
     _settings = cfg
     liveness = f"http://0.0.0.0:{cfg.liveness_port}/healthz" if cfg.liveness_port else None
     kopf.configure(verbose=cfg.verbose, log_format=kopf.LogFormat.PLAIN)
+    if not cfg.verbose:
+        # One line per HTTP request drowns the reconciler's own messages.
+        # kopf's per-object "Handler ... succeeded" lines say nothing for enqueue-only
+        # handlers.
+        for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "kopf.objects"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     asyncio.run(
         kopf.operator(
             standalone=True,

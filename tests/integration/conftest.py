@@ -47,3 +47,18 @@ def own_operator(
     namespace.kubectl("delete", "inferenceendpoints", "--all", "--timeout=60s", check=False)
     op.stop()
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    report = yield
+    if call.when == "call" and getattr(report, "failed", False):
+        # Show what the operator said while the test ran: the first thing to read.
+        for name in ("operator", "own_operator"):
+            op = item.funcargs.get(name) if hasattr(item, "funcargs") else None  # type: ignore[attr-defined]
+            if isinstance(op, tuple):
+                op = op[1]
+            if isinstance(op, kit.Operator):
+                tail = "\n".join(op.logs().splitlines()[-80:])
+                report.sections.append((f"{name} log (last 80 lines)", tail))  # type: ignore[attr-defined]
+    return report

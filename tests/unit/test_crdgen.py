@@ -54,7 +54,11 @@ def test_spec_fields_are_documented() -> None:
 
 def test_nested_defaults_are_applied_by_the_api_server() -> None:
     spec = crdgen.structural_schema(crdgen.ROOT_MODELS[0].model_fields["spec"].annotation)  # type: ignore[arg-type]
-    assert spec["properties"]["scaling"]["default"] == {}
+    assert spec["properties"]["scaling"]["default"] == {
+        "minReplicas": 1,
+        "maxReplicas": 1,
+        "targetInflightRequests": 8,
+    }
     assert spec["properties"]["scaling"]["properties"]["minReplicas"]["default"] == 1
     assert "default" not in spec["properties"]["model"]
 

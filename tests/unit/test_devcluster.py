@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import ipaddress
+import os
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ferry.devcluster import kubeconfig, nodes, pki, supervising
+from ferry.devcluster import cluster, kubeconfig, nodes, pki, supervising
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +230,20 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+# --- existing cluster ---------------------------------------------------------------
+
+
+def test_use_existing_cluster_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = kubeconfig.write(
+        kubeconfig.render("https://10.1.2.3:443", b"", b"", b""), tmp_path / "k"
+    )
+    monkeypatch.setenv("USE_EXISTING_CLUSTER", "true")
+    monkeypatch.setenv("KUBECONFIG", f"{path}{os.pathsep}/elsewhere")
+    with cluster.connect_or_start() as c:
+        assert isinstance(c, cluster.ExistingCluster)
+        assert c.kubeconfig_path == path
+        assert c.server_url == "https://10.1.2.3:443"

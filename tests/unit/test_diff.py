@@ -16,8 +16,19 @@ from ferry.logic import diff
         ({"l": [1, 2]}, {"l": [1]}, [".l"]),
         ({"port": 8000}, {"port": "8000"}, []),
         ({"a": {"b": 1}}, {}, [".a"]),
+        ({"args": [], "env": {}}, {}, []),
+        ({"args": ["x"]}, {}, [".args"]),
     ],
-    ids=["subset", "changed", "list-defaults", "list-length", "normalised-scalar", "absent"],
+    ids=[
+        "subset",
+        "changed",
+        "list-defaults",
+        "list-length",
+        "normalised-scalar",
+        "absent",
+        "empty-is-absent",
+        "non-empty-missing",
+    ],
 )
 def test_missing(desired: Any, actual: Any, want: list[str]) -> None:
     assert diff.missing(desired, actual) == want

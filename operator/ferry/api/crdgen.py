@@ -60,10 +60,10 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
 
 
 def _object_defaults(model: type[BaseModel], schema: dict[str, Any]) -> None:
-    """Give nested-object fields built by a default factory `default: {}`.
+    """Give nested-object fields built by a default factory their default object.
 
-    The API server then applies the nested defaults too, so CEL rules and the
-    operator can rely on `spec.scaling.minReplicas` existing.
+    So an omitted `spec.scaling` still has `minReplicas`, for CEL rules and the
+    operator alike.
     """
     props = schema.get("properties", {})
     for name, field in model.model_fields.items():
@@ -75,7 +75,9 @@ def _object_defaults(model: type[BaseModel], schema: dict[str, Any]) -> None:
         inner = _model_of(annotation)
         if inner is not None:
             if field.default_factory is not None and prop.get("type") == "object":
-                prop["default"] = {}
+                # The full default, not {}: the API server checks a default against
+                # the CEL rules before filling in nested defaults.
+                prop["default"] = inner().model_dump(by_alias=True, exclude_none=True)
             _object_defaults(inner, prop)
         elif prop.get("type") == "array" and isinstance(prop.get("items"), dict):
             item_model = _model_of(getattr(annotation, "__args__", (None,))[0])

@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     signal.signal(signal.SIGTERM, _terminate)
+    # A shell starting us in the background sets SIGINT to "ignore"; restore Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     dev = cluster.DevCluster(state_dir=args.state_dir, keep=args.keep)
     try:
         with dev:

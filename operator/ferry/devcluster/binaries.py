@@ -62,9 +62,10 @@ def ensure_binaries(stream: TextIO | None = None) -> Path:
     # A thread, because the script's stdout must be drained concurrently too.
     relay_thread = threading.Thread(target=relay, args=(proc.stderr,), daemon=True)
     relay_thread.start()
-    stdout = proc.stdout.read()
-    rc = proc.wait()
-    relay_thread.join(timeout=5)
+    with proc:
+        stdout = proc.stdout.read()
+        rc = proc.wait()
+        relay_thread.join(timeout=5)
     if rc != 0:
         raise BuildError(
             f"{script} failed with exit status {rc}; its last lines were:\n" + "".join(tail)

@@ -18,6 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -71,12 +72,17 @@ class Cluster:
         return self._bin_dir
 
     def _tool(self, name: str) -> str:
+        """The pinned binary if known, else PATH, else the (cached) build's."""
         if self._bin_dir is not None and (self._bin_dir / name).is_file():
             return str(self._bin_dir / name)
         found = shutil.which(name)
+        if found is None and self._bin_dir is None:
+            self._bin_dir = binaries.ensure_binaries()
+            return self._tool(name)
         if found is None:
             raise FileNotFoundError(
-                f"no {name} binary: run `python -m ferry.devcluster build` or put {name} on PATH"
+                f"no {name} in {self._bin_dir} or on PATH; unset KUBEBUILDER_ASSETS or "
+                f"put {name} on PATH"
             )
         return found
 
@@ -172,15 +178,23 @@ class DevCluster(Cluster):
         atexit.register(self.stop)
         try:
             self._start()
-        except BaseException:
-            # Includes KeyboardInterrupt: a half-started plane must not linger.
-            self.stop()
+        except BaseException as e:
+            # Includes KeyboardInterrupt: a half-started plane must not linger, but
+            # after a real failure its logs are worth more than the disk space.
+            failed = not isinstance(e, KeyboardInterrupt)
+            state = self._state_dir
+            self._teardown(remove=not failed and not self.keep)
+            if failed and state is not None:
+                self.progress.say(f"start failed; logs kept in {state}")
             raise
         self.timings["total"] = self.progress.elapsed()
         self.progress.say(f"control plane ready in {self.timings['total']:.1f}s")
         return self
 
     def stop(self) -> None:
+        self._teardown(remove=not self.keep)
+
+    def _teardown(self, *, remove: bool) -> None:
         atexit.unregister(self.stop)
         if self.procs:
             began = time.monotonic()
@@ -189,8 +203,10 @@ class DevCluster(Cluster):
                 proc.stop()
             self.procs = []
             self.progress.say(f"stopped in {time.monotonic() - began:.1f}s")
-        if self._state_dir is not None and self._own_dir and not self.keep:
+        if self._state_dir is not None and self._own_dir and remove:
             shutil.rmtree(self._state_dir, ignore_errors=True)
+        if self._own_dir:
+            # A later start() gets a fresh temp dir rather than the stale one.
             self._state_dir = None
         self._kubeconfig = self._server = None
 
@@ -252,6 +268,9 @@ class DevCluster(Cluster):
                 f"--service-account-key-file={f.sa_public}",
                 f"--service-account-signing-key-file={f.sa_private}",
                 "--allow-privileged=true",
+                # The `kubernetes` Service cannot point at a loopback address (its
+                # Endpoints fail validation every 10s), and no pod here dials it.
+                "--endpoint-reconciler-type=none",
             ],
         )
         tls = ssl.create_default_context(cafile=str(f.ca_cert))
@@ -266,12 +285,6 @@ class DevCluster(Cluster):
         say(f"kubeconfig at {self._kubeconfig}")
 
         kc = f"--kubeconfig={self._kubeconfig}"
-        # Delegated authn/authz through the same kubeconfig keeps the components'
-        # logs free of "no authentication-kubeconfig" warnings; /healthz is open anyway.
-        delegated = [
-            f"--authentication-kubeconfig={self._kubeconfig}",
-            f"--authorization-kubeconfig={self._kubeconfig}",
-        ]
         # The API server's cert names 127.0.0.1, so the components serve it too and
         # their health checks verify against our CA like everything else.
         serving = [f"--tls-cert-file={f.serving_cert}", f"--tls-private-key-file={f.serving_key}"]
@@ -279,7 +292,6 @@ class DevCluster(Cluster):
             "kube-controller-manager",
             [
                 kc,
-                *delegated,
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={kcm_port}",
@@ -297,7 +309,6 @@ class DevCluster(Cluster):
             "kube-scheduler",
             [
                 kc,
-                *delegated,
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={sched_port}",
@@ -323,26 +334,28 @@ class DevCluster(Cluster):
         )
         self._wait(kwok, "/healthz", lambda: _get(f"http://127.0.0.1:{kwok_port}/healthz"))
 
-        client = self.client()
-        self._create_nodes(client, kwok)
-        # ServiceAccount admission rejects pods until the controller manager has
-        # created the namespace's default ServiceAccount; a dry-run create proves
-        # the whole admission chain accepts pods.
-        self._wait(
-            kcm,
-            "default ServiceAccount in namespace default",
-            lambda: _exists(client, ServiceAccount, "default", "default"),
-        )
-        probe = codecs.from_dict(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "ferry-devcluster-probe", "namespace": "default"},
-                "spec": {"containers": [{"name": "probe", "image": "probe"}]},
-            }
-        )
-        client.create(probe, dry_run=True)
-        self._mark("pod admission")
+        with self.client() as client:
+            self._create_nodes(client, kwok)
+            # ServiceAccount admission rejects pods until the controller manager has
+            # created the namespace's default ServiceAccount; a dry-run create proves
+            # the whole admission chain accepts pods.
+            supervising.wait_for(
+                kcm,
+                "default ServiceAccount in namespace default",
+                lambda: _exists(client, ServiceAccount, "default", "default"),
+                self.progress,
+                self.ready_timeout,
+            )
+            probe = codecs.from_dict(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": "ferry-devcluster-probe", "namespace": "default"},
+                    "spec": {"containers": [{"name": "probe", "image": "probe"}]},
+                }
+            )
+            client.create(probe, dry_run=True)
+            self._mark("pod admission")
 
     def _prepare_dir(self) -> Path:
         if self._state_dir is None:
@@ -374,7 +387,7 @@ class DevCluster(Cluster):
         self.procs.append(proc)
         return proc
 
-    def _wait(self, proc: supervising.Process, what: str, check: Any) -> None:
+    def _wait(self, proc: supervising.Process, what: str, check: Callable[[], bool]) -> None:
         supervising.wait_for(proc, what, check, self.progress, self.ready_timeout)
         self._mark(proc.name)
 

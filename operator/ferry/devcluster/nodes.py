@@ -123,7 +123,6 @@ def node_manifest(pool: NodePool, index: int) -> dict[str, Any]:
         "status": {
             "capacity": dict(resources),
             "allocatable": dict(resources),
-            "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"},
         },
     }
 

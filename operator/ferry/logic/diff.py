@@ -11,6 +11,9 @@ from typing import Any
 
 def missing(desired: Any, actual: Any, path: str = "") -> list[str]:
     """Paths where `actual` does not carry the value `desired` asks for."""
+    if desired in ([], {}) and actual is None:
+        # The API server drops empty lists and maps: absent is the same as empty.
+        return []
     if isinstance(desired, dict):
         if not isinstance(actual, dict):
             return [path or "."]

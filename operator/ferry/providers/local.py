@@ -184,10 +184,13 @@ class LocalProvider:
                 )
         if not owners and not adopting:
             labels = deployment.get("metadata", {}).get("labels") or {}
-            if labels.get(naming.LABEL_ENDPOINT_UID) not in (None, ep.metadata.uid):
+            if labels.get(naming.LABEL_ENDPOINT_UID) != ep.metadata.uid:
+                # Not made for this endpoint (by hand, or orphaned by another one):
+                # taking it over is a decision for a person, not for a name clash.
                 raise PermanentProviderError(
-                    f"Deployment {name} belongs to another endpoint (an orphaned one?);"
-                    " set ferry.dev/external-name to adopt it explicitly",
+                    f"a Deployment named {name} already exists and was not created for this"
+                    f" endpoint; set the annotation {naming.EXTERNAL_NAME}={name} to adopt it,"
+                    " or rename the endpoint",
                     reason="ExternalResourceOwnedElsewhere",
                 )
 
