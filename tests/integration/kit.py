@@ -155,3 +155,15 @@ def endpoint(name: str, **spec: Any) -> dict[str, Any]:
         "metadata": meta,
         "spec": body,
     }
+
+
+def provider_config(name: str, provider: str, secret: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"provider": provider}
+    if secret:
+        spec["credentialsSecretRef"] = {"name": secret}
+    return {
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "ProviderConfig",
+        "metadata": {"name": name},
+        "spec": spec,
+    }

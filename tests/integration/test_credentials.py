@@ -27,14 +27,7 @@ def _remote(name: str, config: str) -> dict[str, Any]:
 def test_missing_secret_is_named_and_values_never_leak(
     ns: kit.Namespace, operator: kit.Operator
 ) -> None:
-    ns.apply(
-        {
-            "apiVersion": "ferry.dev/v1alpha1",
-            "kind": "ProviderConfig",
-            "metadata": {"name": "modal-prod"},
-            "spec": {"provider": "modal", "credentialsSecretRef": {"name": "modal-creds"}},
-        }
-    )
+    ns.apply(kit.provider_config("modal-prod", "modal", "modal-creds"))
     ns.apply(_remote("remote", "modal-prod"))
     obj = kit.wait_for(lambda: stalled(ns, "remote"), "Stalled without credentials")
     cond = kit.condition(obj, "Stalled")
@@ -81,14 +74,7 @@ def test_missing_secret_is_named_and_values_never_leak(
 
 
 def test_provider_config_for_another_provider_is_refused(ns: kit.Namespace) -> None:
-    ns.apply(
-        {
-            "apiVersion": "ferry.dev/v1alpha1",
-            "kind": "ProviderConfig",
-            "metadata": {"name": "rp"},
-            "spec": {"provider": "runpod", "credentialsSecretRef": {"name": "rp-creds"}},
-        }
-    )
+    ns.apply(kit.provider_config("rp", "runpod", "rp-creds"))
     ns.apply(_remote("mismatch", "rp"))
     obj = kit.wait_for(lambda: stalled(ns, "mismatch"), "Stalled on a mismatched config")
     cond = kit.condition(obj, "Stalled")
@@ -99,12 +85,7 @@ def test_provider_config_for_another_provider_is_refused(ns: kit.Namespace) -> N
 
 def test_provider_config_requires_a_secret_for_remote_providers(ns: kit.Namespace) -> None:
     result = ns.apply(
-        {
-            "apiVersion": "ferry.dev/v1alpha1",
-            "kind": "ProviderConfig",
-            "metadata": {"name": "nocreds"},
-            "spec": {"provider": "replicate"},
-        },
+        kit.provider_config("nocreds", "replicate"),
         check=False,
     )
     assert result.returncode != 0
@@ -113,14 +94,7 @@ def test_provider_config_requires_a_secret_for_remote_providers(ns: kit.Namespac
 
 def test_secret_without_the_needed_keys_is_named(ns: kit.Namespace) -> None:
     ns.kubectl("create", "secret", "generic", "half", f"--from-literal=tokenId={SECRET_VALUE}")
-    ns.apply(
-        {
-            "apiVersion": "ferry.dev/v1alpha1",
-            "kind": "ProviderConfig",
-            "metadata": {"name": "half"},
-            "spec": {"provider": "modal", "credentialsSecretRef": {"name": "half"}},
-        }
-    )
+    ns.apply(kit.provider_config("half", "modal", "half"))
     ns.apply(_remote("partial", "half"))
     obj = kit.wait_for(lambda: stalled(ns, "partial"), "Stalled on incomplete credentials")
     cond = kit.condition(obj, "Stalled")

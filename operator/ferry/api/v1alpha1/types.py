@@ -401,25 +401,35 @@ class ObjectMeta(BaseModel):
     deletion_timestamp: str | None = Field(default=None, alias="deletionTimestamp")
 
 
+def root_kind(
+    kind: str, plural: str, short_names: list[str], columns: list[list[str]]
+) -> ConfigDict:
+    """Model config of a top-level kind, carrying what crdgen needs for its CRD."""
+    age = ["Age", "date", ".metadata.creationTimestamp", ""]
+    extra: dict[str, Any] = {
+        "x-ferry-kind": kind,
+        "x-ferry-plural": plural,
+        "x-ferry-short-names": short_names,
+        "x-ferry-categories": ["ferry"],
+        "x-ferry-printer-columns": [*columns, age],
+    }
+    return ConfigDict(populate_by_name=True, json_schema_extra=extra)
+
+
 class InferenceEndpoint(BaseModel):
     """A model endpoint on one provider, kept within its scaling bounds."""
 
-    model_config = ConfigDict(
-        populate_by_name=True,
-        json_schema_extra={
-            "x-ferry-kind": "InferenceEndpoint",
-            "x-ferry-plural": "inferenceendpoints",
-            "x-ferry-short-names": ["iep"],
-            "x-ferry-categories": ["ferry"],
-            "x-ferry-printer-columns": [
-                ["Provider", "string", ".spec.provider", ""],
-                ["GPU", "string", ".spec.gpu.type", ""],
-                ["Ready", "string", ".status.replicas", "ready/desired replicas"],
-                ["Status", "string", ".status.conditions[?(@.type=='Ready')].reason", ""],
-                ["URL", "string", ".status.url", ""],
-                ["Age", "date", ".metadata.creationTimestamp", ""],
-            ],
-        },
+    model_config = root_kind(
+        "InferenceEndpoint",
+        "inferenceendpoints",
+        ["iep"],
+        [
+            ["Provider", "string", ".spec.provider", ""],
+            ["GPU", "string", ".spec.gpu.type", ""],
+            ["Ready", "string", ".status.replicas", "ready/desired replicas"],
+            ["Status", "string", ".status.conditions[?(@.type=='Ready')].reason", ""],
+            ["URL", "string", ".status.url", ""],
+        ],
     )
 
     api_version: str = Field(default=API_VERSION, alias="apiVersion")
@@ -512,19 +522,14 @@ class ProviderConfigStatus(Model):
 class ProviderConfig(BaseModel):
     """Credentials and defaults for one provider account."""
 
-    model_config = ConfigDict(
-        populate_by_name=True,
-        json_schema_extra={
-            "x-ferry-kind": "ProviderConfig",
-            "x-ferry-plural": "providerconfigs",
-            "x-ferry-short-names": ["fpc"],
-            "x-ferry-categories": ["ferry"],
-            "x-ferry-printer-columns": [
-                ["Provider", "string", ".spec.provider", ""],
-                ["Ready", "string", ".status.conditions[?(@.type=='Ready')].status", ""],
-                ["Age", "date", ".metadata.creationTimestamp", ""],
-            ],
-        },
+    model_config = root_kind(
+        "ProviderConfig",
+        "providerconfigs",
+        ["fpc"],
+        [
+            ["Provider", "string", ".spec.provider", ""],
+            ["Ready", "string", ".status.conditions[?(@.type=='Ready')].status", ""],
+        ],
     )
 
     api_version: str = Field(default=API_VERSION, alias="apiVersion")
