@@ -14,7 +14,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ferry_server.config import Settings
-from ferry_server.engine.base import Engine, GenerationRequest, GenerationResult, TokenChunk
+from ferry_server.engine.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    TokenChunk,
+    collect,
+)
 from ferry_server.errors import (
     Draining,
     FerryError,
@@ -217,17 +223,7 @@ class DataPlane:
 
     async def complete(self, request: GenerationRequest) -> GenerationResult:
         """Generate a whole completion."""
-        parts: list[str] = []
-        last = TokenChunk(text="")
-        async for chunk in self.stream(request):
-            parts.append(chunk.text)
-            last = chunk
-        return GenerationResult(
-            text="".join(parts),
-            finish_reason=last.finish_reason or "length",
-            prompt_tokens=last.prompt_tokens,
-            completion_tokens=last.completion_tokens,
-        )
+        return await collect(self.stream(request))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
         """Stream a completion, recording time to first token and tokens/s."""

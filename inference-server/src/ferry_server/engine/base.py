@@ -44,6 +44,21 @@ class GenerationResult:
     completion_tokens: int
 
 
+async def collect(stream: AsyncIterator[TokenChunk]) -> GenerationResult:
+    """Drain a chunk stream into one result; the last chunk supplies reason and token counts."""
+    parts: list[str] = []
+    last = TokenChunk(text="")
+    async for chunk in stream:
+        parts.append(chunk.text)
+        last = chunk
+    return GenerationResult(
+        text="".join(parts),
+        finish_reason=last.finish_reason or "length",
+        prompt_tokens=last.prompt_tokens,
+        completion_tokens=last.completion_tokens,
+    )
+
+
 @dataclass
 class LoadTimings:
     """Cold-start phases in seconds: import, weight_load, warmup."""
@@ -90,17 +105,7 @@ class Engine(abc.ABC):
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         """Run a request to completion."""
-        parts: list[str] = []
-        last = TokenChunk(text="")
-        async for chunk in self.stream(request):
-            parts.append(chunk.text)
-            last = chunk
-        return GenerationResult(
-            text="".join(parts),
-            finish_reason=last.finish_reason or "length",
-            prompt_tokens=last.prompt_tokens,
-            completion_tokens=last.completion_tokens,
-        )
+        return await collect(self.stream(request))
 
     def queue_depth(self) -> int:
         """Requests waiting for a batch slot."""

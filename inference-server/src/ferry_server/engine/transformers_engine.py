@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ferry_server.config import Settings
-from ferry_server.engine.base import Engine, GenerationRequest, TokenChunk
+from ferry_server.engine.base import GenerationRequest, TokenChunk
+from ferry_server.engine.tokenizing import HFTokenizerEngine
 from ferry_server.errors import (
     InvalidInput,
     ModelLoadError,
@@ -60,7 +61,7 @@ class _Pending:
         self.loop.call_soon_threadsafe(self.out.put_nowait, item)
 
 
-class TransformersEngine(Engine):
+class TransformersEngine(HFTokenizerEngine):
     """Serves a Hugging Face causal LM with transformers + torch."""
 
     name = "transformers"
@@ -189,26 +190,6 @@ class TransformersEngine(Engine):
         return self._ready and self._batcher is not None and not self._batcher.done()
 
     # ---- requests --------------------------------------------------------------------------
-
-    @property
-    def max_context(self) -> int:
-        return self._max_context
-
-    def count_tokens(self, text: str) -> int:
-        if self._tokenizer is None:
-            raise ModelNotReady("model is not loaded")
-        return len(self._tokenizer.encode(text, add_special_tokens=False))
-
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
-        if self._tokenizer is None:
-            raise ModelNotReady("model is not loaded")
-        if getattr(self._tokenizer, "chat_template", None):
-            rendered = self._tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-            return str(rendered)
-        lines = [f"{m['role']}: {m['content']}" for m in messages]
-        return "\n".join([*lines, "assistant:"])
 
     def queue_depth(self) -> int:
         return self._queue.qsize()

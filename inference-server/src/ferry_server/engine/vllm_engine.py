@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ferry_server.config import Settings
-from ferry_server.engine.base import Engine, GenerationRequest, TokenChunk
+from ferry_server.engine.base import GenerationRequest, TokenChunk
+from ferry_server.engine.tokenizing import HFTokenizerEngine
 from ferry_server.errors import InvalidInput, ModelNotReady
 from ferry_server.model_source import resolve_model_dir, weight_bytes
 
 
-class VLLMEngine(Engine):
+class VLLMEngine(HFTokenizerEngine):
     """Serves a model with vllm.AsyncLLMEngine."""
 
     name = "vllm"
@@ -61,26 +62,6 @@ class VLLMEngine(Engine):
 
     def healthy(self) -> bool:
         return self._engine is not None and not getattr(self._engine, "errored", False)
-
-    @property
-    def max_context(self) -> int:
-        return self._max_context
-
-    def count_tokens(self, text: str) -> int:
-        if self._tokenizer is None:
-            raise ModelNotReady("model is not loaded")
-        return len(self._tokenizer.encode(text, add_special_tokens=False))
-
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
-        if self._tokenizer is None:
-            raise ModelNotReady("model is not loaded")
-        if getattr(self._tokenizer, "chat_template", None):
-            return str(
-                self._tokenizer.apply_chat_template(
-                    messages, tokenize=False, add_generation_prompt=True
-                )
-            )
-        return "\n".join([*(f"{m['role']}: {m['content']}" for m in messages), "assistant:"])
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
         if not self.healthy():
