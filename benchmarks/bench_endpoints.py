@@ -132,11 +132,10 @@ async def bench(cluster: devcluster.Cluster, n: int, concurrency: int, limit: fl
     t_create = await create_all(client, [plain_deployment(i) for i in range(n)], concurrency)
 
     async def available() -> int:
-        return sum(
-            1
-            async for d in client.list(Deployment, namespace="bench-baseline")
-            if ((d.status and d.status.availableReplicas) or 0) >= 1
-        )
+        count = 0
+        async for d in client.list(Deployment, namespace="bench-baseline"):
+            count += ((d.status and d.status.availableReplicas) or 0) >= 1
+        return count
 
     t_base = t_create + await wait_all(n, available, "Deployments available", limit)
     print(f"baseline: created in {t_create:.1f}s, all available after {t_base:.1f}s", flush=True)
@@ -198,6 +197,8 @@ def main() -> int:
         name="bench", gpu_type="L4", count=node_count, gpus_per_node=gpus_per_node
     )
     with devcluster.DevCluster(pools=[pool]) as cluster:
+        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        cluster.kubectl("wait", "--for=condition=Established", "crd/inferenceendpoints.ferry.dev")
         asyncio.run(bench(cluster, args.n, args.concurrency, args.timeout))
     return 0
 

@@ -125,6 +125,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             "crd/inferenceendpoints.ferry.dev",
             "crd/providerconfigs.ferry.dev",
         )
+        # Established is not served yet: wait until the new kinds can be listed.
+        deadline = time.monotonic() + 30
+        while cluster.kubectl("get", "iep,fpc", "-A", check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         env = {**os.environ, "KUBECONFIG": kubeconfig}
         cmd = [sys.executable, "-m", "ferry", "run", "--kubeconfig", kubeconfig]
         cmd += ["--metrics-port", str(args.metrics_port or 0), "--metrics-host", "127.0.0.1"]
