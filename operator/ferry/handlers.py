@@ -17,8 +17,8 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from ferry import caching, queueing, reconciler
 from ferry import kube as kube_api
-from ferry import queueing, reconciler
 from ferry.api.v1alpha1 import types
 from ferry.logic import naming
 from ferry.providers import local
@@ -93,15 +93,33 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await kube.close()
 
 
+def _remember(memo: Any, kind: str, type: str | None, body: Mapping[str, Any]) -> Any:
+    """Keep the watch cache current; return the body it held before (or None)."""
+    cache: caching.ObjectCache = memo.kube.cache
+    meta = body.get("metadata") or {}
+    if type == "DELETED":
+        cache.drop(kind, meta.get("namespace") or "", meta.get("name") or "")
+        return None
+    return cache.store(kind, dict(body))
+
+
 @kopf.on.event(types.GROUP, types.VERSION, "inferenceendpoints")
 async def endpoint_event(
-    *, type: str | None, namespace: str | None, name: str, memo: Any, **_: Any
+    *,
+    type: str | None,
+    body: Mapping[str, Any],
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    **_: Any,
 ) -> None:
     key = (ENDPOINT, namespace or "default", name)
+    previous = _remember(memo, kube_api.ENDPOINT, type, body)
     if type == "DELETED":
         memo.queue.forget(key)
         return
-    memo.queue.add(key)
+    if type is None or caching.meaningful_change(previous, body):
+        memo.queue.add(key)
 
 
 @kopf.on.event(types.GROUP, types.VERSION, "providerconfigs")
@@ -115,14 +133,61 @@ async def provider_config_event(
     memo.queue.add(key)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})
-async def deployment_event(
-    *, labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
+async def _owned_event(
+    kind: str,
+    type: str | None,
+    body: Mapping[str, Any],
+    labels: Mapping[str, str],
+    namespace: str | None,
+    memo: Any,
 ) -> None:
-    # Rollout progress and drift of a Deployment wake its endpoint at once.
+    # Rollout progress and drift of an owned object wake its endpoint at once.
+    _remember(memo, kind, type, body)
     endpoint = labels.get(naming.LABEL_ENDPOINT)
     if endpoint:
         memo.queue.add((ENDPOINT, namespace or "default", endpoint))
+
+
+OWNED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
+async def deployment_event(
+    *,
+    type: str | None,
+    body: Mapping[str, Any],
+    labels: Mapping[str, str],
+    namespace: str | None,
+    memo: Any,
+    **_: Any,
+) -> None:
+    await _owned_event("Deployment", type, body, labels, namespace, memo)
+
+
+@kopf.on.event("", "v1", "services", labels=OWNED)
+async def service_event(
+    *,
+    type: str | None,
+    body: Mapping[str, Any],
+    labels: Mapping[str, str],
+    namespace: str | None,
+    memo: Any,
+    **_: Any,
+) -> None:
+    await _owned_event("Service", type, body, labels, namespace, memo)
+
+
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
+async def pdb_event(
+    *,
+    type: str | None,
+    body: Mapping[str, Any],
+    labels: Mapping[str, str],
+    namespace: str | None,
+    memo: Any,
+    **_: Any,
+) -> None:
+    await _owned_event("PodDisruptionBudget", type, body, labels, namespace, memo)
 
 
 def run(cfg: Settings) -> None:

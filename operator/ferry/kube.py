@@ -25,6 +25,7 @@ from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
+from ferry import caching
 from ferry.api.v1alpha1 import types
 from ferry.logic import naming
 
@@ -43,6 +44,11 @@ _KINDS: dict[str, Any] = {
     "Service": Service,
     "PodDisruptionBudget": PodDisruptionBudget,
 }
+
+
+ENDPOINT = "InferenceEndpoint"
+#: Kinds whose reads are answered from the watch cache.
+CACHED_KINDS = (ENDPOINT, *_KINDS)
 
 
 class Conflict(Exception):
@@ -79,8 +85,10 @@ def _reachable(fn: F) -> F:
 class Kube:
     """Async access to the objects Ferry reads and writes."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncClient, cache: caching.ObjectCache | None = None) -> None:
         self._client = client
+        #: Fed by watch events (ferry.handlers); reads try it before the API server.
+        self.cache = cache if cache is not None else caching.ObjectCache()
 
     @classmethod
     def from_env(cls, kubeconfig: str | None = None) -> Kube:
@@ -96,7 +104,7 @@ class Kube:
 
     @_reachable
     async def get_endpoint(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get(InferenceEndpointRes, name, namespace)
+        return await self._cached(ENDPOINT, InferenceEndpointRes, namespace, name)
 
     @_reachable
     async def patch_endpoint(
@@ -114,7 +122,9 @@ class Kube:
             )
         except ApiError as err:
             raise _wrap(err, f"cannot update InferenceEndpoint {namespace}/{name}") from err
-        return _to_dict(obj)
+        result = _to_dict(obj)
+        self.cache.store(ENDPOINT, result)
+        return result
 
     @_reachable
     async def patch_endpoint_status(
@@ -190,11 +200,13 @@ class Kube:
             raise _wrap(
                 err, f"cannot apply {manifest['kind']} {meta.get('namespace')}/{meta['name']}"
             ) from err
-        return _to_dict(result)
+        applied = _to_dict(result)
+        self.cache.store(manifest["kind"], applied)
+        return applied
 
     @_reachable
     async def get_owned(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get(_KINDS[kind], name, namespace)
+        return await self._cached(kind, _KINDS[kind], namespace, name)
 
     @_reachable
     async def delete_owned(self, kind: str, namespace: str, name: str) -> None:
@@ -205,6 +217,7 @@ class Kube:
         except ApiError as err:
             if err.status.code != 404:
                 raise _wrap(err, f"cannot delete {kind} {namespace}/{name}") from err
+        self.cache.drop(kind, namespace, name)
 
     @_reachable
     async def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
@@ -255,6 +268,17 @@ class Kube:
     # --- helpers ----------------------------------------------------------------
 
     @_reachable
+    async def _cached(
+        self, kind: str, res: Any, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        hit = self.cache.get(kind, namespace, name)
+        if hit is not None:
+            return hit
+        found = await self._get(res, name, namespace)
+        if found is not None:
+            self.cache.store(kind, found)
+        return found
+
     async def _get(self, res: Any, name: str, namespace: str) -> dict[str, Any] | None:
         try:
             obj = await self._client.get(res, name, namespace=namespace)

@@ -167,9 +167,15 @@ class Reconciler:
         if deleting and naming.FINALIZER not in meta.finalizers:
             return Result()
 
-        provider = await self._connect(ep)
         external_name = annotations.get(naming.EXTERNAL_NAME) or None
+        if deleting and external_name is None and not self._create_incomplete(annotations):
+            # Nothing was ever created or adopted for this endpoint: nothing to delete
+            # (so no provider or credentials are needed), and a same-named resource
+            # that is not ours must be left alone.
+            await self._remove_finalizer(ep)
+            return Result()
 
+        provider = await self._connect(ep)
         if deleting:
             return await self._delete(ep, provider, external_name)
 
@@ -281,11 +287,6 @@ class Reconciler:
                 await self._kube.post_event(
                     ep, "Normal", "Orphaned", f"left {external_name} running on {provider.name}"
                 )
-            await self._remove_finalizer(ep)
-            return Result()
-        if external_name is None and not self._create_incomplete(meta.annotations):
-            # Nothing was ever created or adopted for this endpoint: nothing to delete,
-            # and a same-named resource that is not ours must be left alone.
             await self._remove_finalizer(ep)
             return Result()
         observation = await provider.observe(ep, external_name)

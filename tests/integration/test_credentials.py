@@ -72,6 +72,10 @@ def test_missing_secret_is_named_and_values_never_leak(
     for text in (events, status, described, operator.logs()):
         assert SECRET_VALUE not in text
 
+    # Nothing was ever created at the provider, so deletion must not wait on it.
+    ns.kubectl("delete", "inferenceendpoint", "remote", "--timeout=60s")
+    assert ns.get("inferenceendpoint", "remote") is None
+
 
 def test_provider_config_for_another_provider_is_refused(ns: kit.Namespace) -> None:
     ns.apply(kit.provider_config("rp", "runpod", "rp-creds"))

@@ -30,7 +30,8 @@ from lightkube.resources.core_v1 import Node, ServiceAccount
 
 from ferry.devcluster import binaries, kubeconfig, nodes, pki, supervising
 
-SERVICE_CIDR = "10.0.0.0/24"
+# Room for thousands of Services (the benchmark makes one per endpoint).
+SERVICE_CIDR = "10.0.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 #: Controllers that need a cloud provider or real node networking; the rest
 #: (GC, deployment, replicaset, disruption, taint eviction, ...) run as usual.
@@ -303,6 +304,10 @@ class DevCluster(Cluster):
                 f"--cluster-signing-key-file={f.ca_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 f"--controllers={CONTROLLERS}",
+                # The default 20 QPS makes 1,000 Deployments take minutes to report
+                # Available; large real clusters raise it the same way.
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
             ],
         )
         scheduler = self._spawn(
@@ -313,6 +318,8 @@ class DevCluster(Cluster):
                 "--bind-address=127.0.0.1",
                 f"--secure-port={sched_port}",
                 *serving,
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
             ],
         )
         kwok = self._spawn(

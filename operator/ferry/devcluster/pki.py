@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-#: The first address of --service-cluster-ip-range=10.0.0.0/24: in-cluster clients
+#: The first address of --service-cluster-ip-range=10.0.0.0/16: in-cluster clients
 #: reach the API server as `kubernetes.default` on it, so the serving cert names it.
 SERVICE_IP = "10.0.0.1"
 SERVING_DNS = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
