@@ -179,17 +179,12 @@ class Reconciler:
         if deleting:
             return await self._delete(ep, provider, external_name)
 
-        if naming.FINALIZER not in meta.finalizers:
-            # The list is replaced whole: check the version so no one else's is lost.
-            ep = await self._patch_meta(
-                ep,
-                {"metadata": {"finalizers": [*meta.finalizers, naming.FINALIZER]}},
-                check_version=True,
-            )
-
         observation = await provider.observe(ep, external_name)
         if not observation.exists:
             return await self._create(ep, provider, external_name)
+
+        if naming.FINALIZER not in meta.finalizers:
+            ep = await self._patch_meta(ep, self._with_finalizer(ep), check_version=True)
 
         if observation.external_name and observation.external_name != external_name:
             # Found by tag or default name: record the handle so it is adopted for good.
@@ -236,9 +231,10 @@ class Reconciler:
             )
         stamp = conditions.rfc3339(self._clock())
         # Written with a version check: of two operators racing, only one creates.
-        ep = await self._patch_meta(
-            ep, {"metadata": {"annotations": {naming.CREATE_PENDING: stamp}}}, check_version=True
-        )
+        # The finalizer goes on in the same write, before anything exists outside.
+        patch = self._with_finalizer(ep)
+        patch["metadata"]["annotations"] = {naming.CREATE_PENDING: stamp}
+        ep = await self._patch_meta(ep, patch, check_version=True)
         try:
             created = await provider.create(ep)
         except ProviderError:
@@ -406,9 +402,18 @@ class Reconciler:
         await self._kube.patch_endpoint_status(
             ep.metadata.namespace or "default", ep.metadata.name, body
         )
+        # Events for what a person wants to see in `kubectl describe`: becoming
+        # Ready, losing it, and each new reason for being stuck. Progress steps in
+        # between are in the conditions already.
         old_ready = next((c for c in old.conditions if c.type == conditions.READY), None)
-        if old_ready is None or old_ready.reason != phase.reason:
-            event_type = "Warning" if phase.kind == "stalled" else "Normal"
+        was_ready = old_ready is not None and old_ready.status == "True"
+        is_ready = phase.kind == "ready" or (phase.kind == "paused" and was_ready)
+        new_problem = phase.kind == "stalled" and (
+            old_ready is None or old_ready.reason != phase.reason
+        )
+        if was_ready != is_ready or new_problem:
+            warn = phase.kind == "stalled" or (was_ready and phase.kind == "progressing")
+            event_type = "Warning" if warn else "Normal"
             await self._kube.post_event(ep, event_type, phase.reason, phase.message)
 
     async def _fail(self, ep: types.InferenceEndpoint, err: ProviderError) -> Result:
@@ -440,6 +445,15 @@ class Reconciler:
             resource_version=meta.resource_version if check_version else None,
         )
         return types.InferenceEndpoint.model_validate(raw)
+
+    @staticmethod
+    def _with_finalizer(ep: types.InferenceEndpoint) -> dict[str, Any]:
+        # The list is replaced whole, so callers check the version: no one else's
+        # finalizer is lost.
+        finalizers = ep.metadata.finalizers
+        if naming.FINALIZER not in finalizers:
+            finalizers = [*finalizers, naming.FINALIZER]
+        return {"metadata": {"finalizers": finalizers}}
 
     async def _remove_finalizer(self, ep: types.InferenceEndpoint) -> None:
         remaining = [f for f in ep.metadata.finalizers if f != naming.FINALIZER]

@@ -308,6 +308,9 @@ class DevCluster(Cluster):
                 # Available; large real clusters raise it the same way.
                 "--kube-api-qps=200",
                 "--kube-api-burst=400",
+                # kwok's heartbeats lag when the two cores are saturated; simulated
+                # nodes never die, so do not mark them (and every pod) NotReady.
+                "--node-monitor-grace-period=600s",
             ],
         )
         scheduler = self._spawn(
