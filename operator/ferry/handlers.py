@@ -133,61 +133,36 @@ async def provider_config_event(
     memo.queue.add(key)
 
 
-async def _owned_event(
-    kind: str,
-    type: str | None,
-    body: Mapping[str, Any],
-    labels: Mapping[str, str],
-    namespace: str | None,
-    memo: Any,
-) -> None:
-    # Rollout progress and drift of an owned object wake its endpoint at once.
-    _remember(memo, kind, type, body)
-    endpoint = labels.get(naming.LABEL_ENDPOINT)
-    if endpoint:
-        memo.queue.add((ENDPOINT, namespace or "default", endpoint))
-
-
 OWNED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
+#: (kind, group, version, plural) of what the local provider creates.
+OWNED_RESOURCES = (
+    ("Deployment", "apps", "v1", "deployments"),
+    ("Service", "", "v1", "services"),
+    ("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets"),
+)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
-async def deployment_event(
-    *,
-    type: str | None,
-    body: Mapping[str, Any],
-    labels: Mapping[str, str],
-    namespace: str | None,
-    memo: Any,
-    **_: Any,
-) -> None:
-    await _owned_event("Deployment", type, body, labels, namespace, memo)
+def _watch_owned(kind: str, group: str, version: str, plural: str) -> None:
+    async def owned_event(
+        *,
+        type: str | None,
+        body: Mapping[str, Any],
+        labels: Mapping[str, str],
+        namespace: str | None,
+        memo: Any,
+        **_: Any,
+    ) -> None:
+        # Rollout progress and drift of an owned object wake its endpoint at once.
+        _remember(memo, kind, type, body)
+        endpoint = labels.get(naming.LABEL_ENDPOINT)
+        if endpoint:
+            memo.queue.add((ENDPOINT, namespace or "default", endpoint))
+
+    kopf.on.event(group, version, plural, labels=OWNED, id=f"{plural}_event")(owned_event)
 
 
-@kopf.on.event("", "v1", "services", labels=OWNED)
-async def service_event(
-    *,
-    type: str | None,
-    body: Mapping[str, Any],
-    labels: Mapping[str, str],
-    namespace: str | None,
-    memo: Any,
-    **_: Any,
-) -> None:
-    await _owned_event("Service", type, body, labels, namespace, memo)
-
-
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
-async def pdb_event(
-    *,
-    type: str | None,
-    body: Mapping[str, Any],
-    labels: Mapping[str, str],
-    namespace: str | None,
-    memo: Any,
-    **_: Any,
-) -> None:
-    await _owned_event("PodDisruptionBudget", type, body, labels, namespace, memo)
+for _owned in OWNED_RESOURCES:
+    _watch_owned(*_owned)
 
 
 def run(cfg: Settings) -> None:

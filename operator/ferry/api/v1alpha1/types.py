@@ -338,10 +338,15 @@ class InferenceEndpointSpec(Model):
 # --- status -----------------------------------------------------------------------
 
 ConditionStatus = Literal["True", "False", "Unknown"]
-CONDITIONS_LIST: dict[str, Any] = {
-    "x-kubernetes-list-type": "map",
-    "x-kubernetes-list-map-keys": ["type"],
-}
+
+
+def conditions_field(description: str) -> Any:
+    """A conditions list keyed by type, so server-side apply merges it per condition."""
+    list_map: dict[str, Any] = {
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+    }
+    return Field(description=description, json_schema_extra=list_map)
 
 
 class Condition(Model):
@@ -365,16 +370,9 @@ class InferenceEndpointStatus(Model):
     observed_generation: Annotated[
         int | None, Field(description="The spec generation last reconciled.")
     ] = None
-    conditions: Annotated[
-        list[Condition],
-        Field(
-            description="Ready, Reconciling and Stalled.",
-            json_schema_extra={
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["type"],
-            },
-        ),
-    ] = Field(default_factory=list)
+    conditions: Annotated[list[Condition], conditions_field("Ready, Reconciling and Stalled.")] = (
+        Field(default_factory=list)
+    )
     provider: Annotated[str | None, Field(description="Provider the endpoint runs on.")] = None
     external_name: Annotated[
         str | None, Field(description="Identifier of the external resource at the provider.")
@@ -508,14 +506,7 @@ class ProviderConfigStatus(Model):
     model_config = ConfigDict(extra="ignore")
 
     conditions: Annotated[
-        list[Condition],
-        Field(
-            description="Ready when the credentials Secret is found.",
-            json_schema_extra={
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["type"],
-            },
-        ),
+        list[Condition], conditions_field("Ready when the credentials Secret is found.")
     ] = Field(default_factory=list)
 
 
