@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,13 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
@@ -40,10 +48,17 @@ def unique(prefix: str) -> str:
 class Operator:
     """`ferry run` as a real subprocess, watching the given namespace pattern."""
 
-    def __init__(self, cluster: devcluster.Cluster, namespaces: list[str], log_path: Path) -> None:
+    def __init__(
+        self,
+        cluster: devcluster.Cluster,
+        namespaces: list[str],
+        log_path: Path,
+        metrics_port: int = 0,
+    ) -> None:
         self.cluster = cluster
         self.namespaces = namespaces
         self.log_path = log_path
+        self.metrics_port = metrics_port
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -57,7 +72,8 @@ class Operator:
         ]
         for ns in self.namespaces:
             cmd += ["--namespace", ns]
-        cmd += ["--metrics-port", "0", "--poll-interval", "3"]
+        cmd += ["--metrics-port", str(self.metrics_port), "--metrics-host", "127.0.0.1"]
+        cmd += ["--poll-interval", "3"]
         env = {**os.environ, "FERRY_SHORT_REQUEUE": "1"}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

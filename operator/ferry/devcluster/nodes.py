@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ferry.logic import gpus
+
 CapacityType = Literal["spot", "on-demand"]
 
 SPOT_TAINT_KEY = "ferry.dev/spot"
@@ -32,18 +34,9 @@ CAPACITY_TYPE_LABEL = "ferry.dev/capacity-type"
 POOL_LABEL = "ferry.dev/pool"
 KWOK_SELECTOR = "type=kwok"
 
-#: Portable GPU name -> the product string NVIDIA GPU feature discovery reports.
-GPU_PRODUCTS = {
-    "T4": "Tesla-T4",
-    "L4": "NVIDIA-L4",
-    "A10G": "NVIDIA-A10G",
-    "L40S": "NVIDIA-L40S",
-    "A100-40GB": "NVIDIA-A100-SXM4-40GB",
-    "A100-80GB": "NVIDIA-A100-SXM4-80GB",
-    "H100": "NVIDIA-H100-80GB-HBM3",
-    "H200": "NVIDIA-H200",
-    "RTX4090": "NVIDIA-GeForce-RTX-4090",
-}
+#: Portable GPU name -> the product string NVIDIA GPU feature discovery reports
+#: (the first of the products the operator's node affinity accepts for it).
+GPU_PRODUCTS = {gpu: products[0] for gpu, products in gpus.PRODUCTS.items()}
 
 
 @dataclass(frozen=True)
