@@ -5,11 +5,13 @@ In one run, on one fresh local control plane with enough simulated GPU nodes:
 
 1. baseline: create N plain Deployments (1 GPU pod each) straight against the API
    server, as fast as the client allows, and time until all are Available;
+   then the same for the exact Deployment + Service + PDB Ferry renders per
+   endpoint, to separate the operator's overhead from the cluster's extra work;
 2. Ferry: create N InferenceEndpoints at once with the operator running as a
    subprocess, time until every one reports Ready=True, and sample the operator's
    peak RSS.
 
-It prints both times and the ratio Ferry/baseline. Not a test: nothing asserts.
+It prints the times and the ratios. Not a test: nothing asserts.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Namespace
 
 from ferry import devcluster
+from ferry.api.v1alpha1 import types
 from ferry.devcluster import nodes
+from ferry.logic import manifests
 
 ROOT = Path(__file__).resolve().parents[1]
 IEP = create_namespaced_resource("ferry.dev", "v1alpha1", "InferenceEndpoint", "inferenceendpoints")
@@ -62,6 +66,19 @@ def plain_deployment(i: int) -> dict[str, Any]:
             },
         },
     }
+
+
+def same_objects(i: int) -> list[dict[str, Any]]:
+    """The Deployment, Service and PDB Ferry would make for endpoint i, made by hand."""
+    ep = types.InferenceEndpoint.model_validate(
+        {**endpoint(i), "metadata": {"name": f"direct-{i}", "namespace": "bench-direct"}}
+    )
+    name = ep.metadata.name
+    return [
+        manifests.deployment(ep, name, 1),
+        manifests.service(ep, name),
+        manifests.pod_disruption_budget(ep, name),
+    ]
 
 
 def endpoint(i: int) -> dict[str, Any]:
@@ -125,20 +142,31 @@ class RssSampler(threading.Thread):
 
 async def bench(cluster: devcluster.Cluster, n: int, concurrency: int, limit: float) -> None:
     client = AsyncClient(config=KubeConfig.from_file(cluster.kubeconfig_path))
-    for ns in ("bench-baseline", "bench-ferry"):
+    for ns in ("bench-baseline", "bench-direct", "bench-ferry"):
         await client.create(Namespace(metadata={"name": ns}))  # type: ignore[arg-type]
 
-    print(f"baseline: creating {n} plain Deployments (concurrency {concurrency})", flush=True)
-    t_create = await create_all(client, [plain_deployment(i) for i in range(n)], concurrency)
+    async def baseline(namespace: str, docs: list[dict[str, Any]], what: str) -> float:
+        print(f"{what}: creating {len(docs)} objects (concurrency {concurrency})", flush=True)
+        t_create = await create_all(client, docs, concurrency)
 
-    async def available() -> int:
-        count = 0
-        async for d in client.list(Deployment, namespace="bench-baseline"):
-            count += ((d.status and d.status.availableReplicas) or 0) >= 1
-        return count
+        async def available() -> int:
+            count = 0
+            async for d in client.list(Deployment, namespace=namespace):
+                count += ((d.status and d.status.availableReplicas) or 0) >= 1
+            return count
 
-    t_base = t_create + await wait_all(n, available, "Deployments available", limit)
-    print(f"baseline: created in {t_create:.1f}s, all available after {t_base:.1f}s", flush=True)
+        total = t_create + await wait_all(n, available, "Deployments available", limit)
+        print(f"{what}: created in {t_create:.1f}s, all available after {total:.1f}s", flush=True)
+        return total
+
+    t_base = await baseline(
+        "bench-baseline", [plain_deployment(i) for i in range(n)], "baseline (plain Deployments)"
+    )
+    t_same = await baseline(
+        "bench-direct",
+        [doc for i in range(n) for doc in same_objects(i)],
+        "baseline (Ferry's objects, created directly)",
+    )
 
     log = Path(tempfile.mkdtemp()) / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig_path)}
@@ -178,6 +206,8 @@ async def bench(cluster: devcluster.Cluster, n: int, concurrency: int, limit: fl
     print(f"{'ferry: endpoints created (s)':<44}{t_iep_create:>12.1f}")
     print(f"{'ferry: endpoints all Ready (s)':<44}{t_ferry:>12.1f}")
     print(f"{'ratio ferry / baseline':<44}{t_ferry / t_base:>12.2f}")
+    print(f"{'same objects created directly (s)':<44}{t_same:>12.1f}")
+    print(f"{'ratio ferry / same objects directly':<44}{t_ferry / t_same:>12.2f}")
     print(f"{'operator RSS idle (MiB)':<44}{idle_rss / mib:>12.1f}")
     print(f"{'operator peak RSS (MiB)':<44}{sampler.peak / mib:>12.1f}")
     print(f"operator log: {log}")
@@ -192,7 +222,7 @@ def main() -> int:
     # Dense nodes keep the node count (and kwok's heartbeats) low: this measures
     # the control loop, not the scheduler's bin packing.
     gpus_per_node = 64
-    node_count = (2 * args.n) // gpus_per_node + 2  # room for both runs at once
+    node_count = (3 * args.n) // gpus_per_node + 2  # room for all three runs at once
     pool = nodes.NodePool(
         name="bench", gpu_type="L4", count=node_count, gpus_per_node=gpus_per_node
     )
