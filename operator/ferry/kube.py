@@ -137,7 +137,7 @@ class Kube:
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> None:
         try:
-            await self._client.patch(
+            obj = await self._client.patch(
                 InferenceEndpointRes.Status,
                 name,
                 {"status": status},
@@ -150,6 +150,8 @@ class Kube:
             raise _wrap(
                 err, f"cannot update status of InferenceEndpoint {namespace}/{name}"
             ) from err
+        # The next reconcile compares against this status, not the one before it.
+        self.cache.store(ENDPOINT, _to_dict(obj))
 
     @_reachable
     async def list_endpoints(self, namespace: str | None = None) -> list[dict[str, Any]]:
