@@ -3,8 +3,9 @@
 kopf supplies the watches; Ferry's own work queue (ferry.queueing) supplies the
 controller-runtime semantics kopf lacks: one reconcile per object at a time,
 requeue after a delay (periodic observe for drift), per-object backoff, and our
-own finalizer instead of kopf's. So every handler here only enqueues a key, and
-`ProviderError`s become requeues in the reconciler's `Result`, not kopf errors.
+own finalizer instead of kopf's. So every handler here only stores the event's body
+in the watch cache (ferry.caching) and enqueues a key, and `ProviderError`s become
+requeues in the reconciler's `Result`, not kopf errors.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ferry.settings import Settings
 log = logging.getLogger(__name__)
 
 _settings = Settings()
-ENDPOINT = "InferenceEndpoint"
+ENDPOINT = kube_api.ENDPOINT
 PROVIDER_CONFIG = "ProviderConfig"
 
 
@@ -114,7 +115,7 @@ async def endpoint_event(
     **_: Any,
 ) -> None:
     key = (ENDPOINT, namespace or "default", name)
-    previous = _remember(memo, kube_api.ENDPOINT, type, body)
+    previous = _remember(memo, ENDPOINT, type, body)
     if type == "DELETED":
         memo.queue.forget(key)
         return
