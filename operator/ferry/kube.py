@@ -136,22 +136,10 @@ class Kube:
     async def patch_endpoint_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> None:
-        try:
-            obj = await self._client.patch(
-                InferenceEndpointRes.Status,
-                name,
-                {"status": status},
-                namespace=namespace,
-                patch_type=PatchType.MERGE,
-            )
-        except ApiError as err:
-            if err.status.code == 404:
-                return
-            raise _wrap(
-                err, f"cannot update status of InferenceEndpoint {namespace}/{name}"
-            ) from err
-        # The next reconcile compares against this status, not the one before it.
-        self.cache.store(ENDPOINT, _to_dict(obj))
+        obj = await self._patch_status(InferenceEndpointRes, namespace, name, status)
+        if obj is not None:
+            # The next reconcile compares against this status, not the one before it.
+            self.cache.store(ENDPOINT, obj)
 
     @_reachable
     async def list_endpoints(self, namespace: str | None = None) -> list[dict[str, Any]]:
@@ -166,19 +154,7 @@ class Kube:
     async def patch_provider_config_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> None:
-        try:
-            await self._client.patch(
-                ProviderConfigRes.Status,
-                name,
-                {"status": status},
-                namespace=namespace,
-                patch_type=PatchType.MERGE,
-            )
-        except ApiError as err:
-            if err.status.code != 404:
-                raise _wrap(
-                    err, f"cannot update status of ProviderConfig {namespace}/{name}"
-                ) from err
+        await self._patch_status(ProviderConfigRes, namespace, name, status)
 
     @_reachable
     async def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
@@ -276,6 +252,24 @@ class Kube:
     # --- helpers ----------------------------------------------------------------
 
     @_reachable
+    async def _patch_status(
+        self, res: Any, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; None when the object is gone."""
+        try:
+            obj = await self._client.patch(
+                res.Status,
+                name,
+                {"status": status},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except ApiError as err:
+            if err.status.code == 404:
+                return None
+            raise _wrap(err, f"cannot update status of {res.__name__} {namespace}/{name}") from err
+        return _to_dict(obj)
+
     async def _cached(
         self, kind: str, res: Any, namespace: str, name: str
     ) -> dict[str, Any] | None:
