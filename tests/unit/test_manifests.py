@@ -107,3 +107,19 @@ def test_server_env_matches_the_inference_server_settings() -> None:
     assert env["FERRY_DRAIN_GRACE_S"] == "45"
     assert env["FERRY_PORT"] == "9000"
     assert container["ports"][0]["containerPort"] == 9000
+
+
+def test_unset_backend_fields_get_the_local_defaults() -> None:
+    ep = endpoint()
+    dep = manifests.deployment(ep, "llm", 1)
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FERRY_PORT"] == "8000"
+    assert env["FERRY_DRAIN_GRACE_S"] == "60"
+    assert pod["terminationGracePeriodSeconds"] == 65
+    assert container["args"] == []
+    assert container["ports"][0]["containerPort"] == 8000
+    assert manifests.service(ep, "llm")["spec"]["ports"][0]["port"] == 8000
+    tolerations = {t["key"] for t in pod["tolerations"]}
+    assert "ferry.dev/spot" not in tolerations

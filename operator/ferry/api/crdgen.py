@@ -10,6 +10,7 @@ a unit test compares its output with the committed files so they cannot drift.
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,12 @@ def _object_defaults(model: type[BaseModel], schema: dict[str, Any]) -> None:
         if inner is not None:
             if field.default_factory is not None and prop.get("type") == "object":
                 # The full default, not {}: the API server checks a default against
-                # the CEL rules before filling in nested defaults.
-                prop["default"] = inner().model_dump(by_alias=True, exclude_none=True)
+                # the CEL rules before filling in nested defaults. An object with
+                # nothing to default gets no default at all, so an absent field
+                # stays absent (per-backend rules tell a user's value from ours).
+                default = inner().model_dump(by_alias=True, exclude_none=True)
+                if default:
+                    prop["default"] = default
             _object_defaults(inner, prop)
         elif prop.get("type") == "array" and isinstance(prop.get("items"), dict):
             item_model = _model_of(getattr(annotation, "__args__", (None,))[0])
@@ -116,9 +121,9 @@ def crd(root: type[BaseModel]) -> dict[str, Any]:
     assert spec_model is not None
     assert status_model is not None
     spec_schema = structural_schema(spec_model)
-    spec_schema["description"] = (spec_model.__doc__ or "").strip()
+    spec_schema["description"] = _doc(spec_model)
     status_schema = structural_schema(status_model)
-    status_schema["description"] = (status_model.__doc__ or "").strip()
+    status_schema["description"] = _doc(status_model)
     columns: list[dict[str, str]] = []
     for name, typ, path, desc in _seq(extra["x-ferry-printer-columns"]):
         column = {"name": name, "type": typ, "jsonPath": path}
@@ -149,7 +154,7 @@ def crd(root: type[BaseModel]) -> dict[str, Any]:
                     "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
-                            "description": (root.__doc__ or "").strip(),
+                            "description": _doc(root),
                             "type": "object",
                             "required": ["spec"],
                             "properties": {
@@ -165,6 +170,11 @@ def crd(root: type[BaseModel]) -> dict[str, Any]:
             ],
         },
     }
+
+
+def _doc(model: type[BaseModel]) -> str:
+    """A model's docstring as one paragraph."""
+    return " ".join(inspect.cleandoc(model.__doc__ or "").split())
 
 
 def _seq(value: object) -> list[Any]:

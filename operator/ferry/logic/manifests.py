@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferry.api.v1alpha1 import types
-from ferry.logic import gpus, naming
+from ferry.api.v1alpha1 import platforms, types
+from ferry.logic import defaults, gpus, naming
 
 # Every cloud spells "this node is spot" differently; Ferry honours all three.
 SPOT_LABELS: tuple[tuple[str, str], ...] = (
@@ -29,6 +29,7 @@ TERMINATION_SLACK_SECONDS = 5
 
 
 def owner_reference(ep: types.InferenceEndpoint) -> dict[str, Any]:
+    """The controller reference that makes an object go with `ep`."""
     return {
         "apiVersion": types.API_VERSION,
         "kind": "InferenceEndpoint",
@@ -51,9 +52,10 @@ def _metadata(ep: types.InferenceEndpoint, name: str) -> dict[str, Any]:
 
 
 def _affinity(spec: types.InferenceEndpointSpec) -> dict[str, Any]:
-    wanted = [spec.gpu.type, *spec.gpu.fallback]
+    fallback = defaults.gpu_fallback(spec)
+    wanted = [spec.gpu.type, *fallback]
     gpu_expr = {"key": gpus.PRODUCT_LABEL, "operator": "In", "values": gpus.products(wanted)}
-    policy = spec.spot.policy
+    policy = defaults.spot_policy(spec)
     if policy == "spot":
         # Terms are ORed: any one of the clouds' spot labels will do.
         terms = [{"matchExpressions": [gpu_expr, _label_in(k, v)]} for k, v in SPOT_LABELS]
@@ -64,7 +66,7 @@ def _affinity(spec: types.InferenceEndpointSpec) -> dict[str, Any]:
         terms = [{"matchExpressions": [gpu_expr]}]
     preferred: list[dict[str, Any]] = []
     # The first GPU type is preferred over the fallbacks, in their order.
-    if spec.gpu.fallback:
+    if fallback:
         for rank, gpu in enumerate(wanted):
             preferred.append(
                 {
@@ -102,7 +104,7 @@ def _label_in(key: str, value: str) -> dict[str, Any]:
 
 def _tolerations(spec: types.InferenceEndpointSpec) -> list[dict[str, Any]]:
     tolerations = [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
-    if spec.spot.policy != "on-demand":
+    if defaults.spot_policy(spec) != "on-demand":
         tolerations.extend(
             {"key": key, "operator": "Exists", "effect": "NoSchedule"} for key in SPOT_TAINT_KEYS
         )
@@ -114,10 +116,12 @@ def _env(spec: types.InferenceEndpointSpec) -> list[dict[str, Any]]:
     model = spec.model
     if model.uri:
         uri = model.uri if not model.revision else f"{model.uri}@{model.revision}"
-        env.append({"name": "FERRY_MODEL", "value": uri})
-    env.append({"name": "FERRY_PORT", "value": str(spec.server.port)})
-    env.append({"name": "FERRY_DRAIN_GRACE_S", "value": str(spec.spot.drain_grace_seconds)})
-    for var in spec.server.env:
+        env.append({"name": platforms.ENV_MODEL, "value": uri})
+    env.append({"name": platforms.ENV_PORT, "value": str(defaults.server_port(spec))})
+    env.append(
+        {"name": platforms.ENV_DRAIN_GRACE_S, "value": str(defaults.drain_grace_seconds(spec))}
+    )
+    for var in defaults.server_env(spec):
         if var.value_from is not None:
             ref = var.value_from.secret_key_ref
             env.append(
@@ -134,13 +138,13 @@ def _env(spec: types.InferenceEndpointSpec) -> list[dict[str, Any]]:
 def deployment(ep: types.InferenceEndpoint, name: str, replicas: int) -> dict[str, Any]:
     """The Deployment running `replicas` model-server pods for `ep`."""
     spec = ep.spec
-    port = spec.server.port
+    port = defaults.server_port(spec)
     gpu_count = str(spec.gpu.count)
     probe_get = {"path": "/readyz", "port": "http"}
     container: dict[str, Any] = {
         "name": "server",
         "image": spec.server.image,
-        "args": list(spec.server.args),
+        "args": defaults.server_args(spec),
         "env": _env(spec),
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "resources": {
@@ -180,7 +184,7 @@ def deployment(ep: types.InferenceEndpoint, name: str, replicas: int) -> dict[st
                     "tolerations": _tolerations(spec),
                     # The server drains on SIGTERM within drainGraceSeconds; the
                     # slack covers process exit after the last request.
-                    "terminationGracePeriodSeconds": spec.spot.drain_grace_seconds
+                    "terminationGracePeriodSeconds": defaults.drain_grace_seconds(spec)
                     + TERMINATION_SLACK_SECONDS,
                 },
             },
@@ -200,7 +204,7 @@ def service(ep: types.InferenceEndpoint, name: str) -> dict[str, Any]:
             "ports": [
                 {
                     "name": "http",
-                    "port": ep.spec.server.port,
+                    "port": defaults.server_port(ep.spec),
                     "targetPort": "http",
                     "protocol": "TCP",
                 }
@@ -223,4 +227,5 @@ def pod_disruption_budget(ep: types.InferenceEndpoint, name: str) -> dict[str, A
 
 
 def service_url(namespace: str, name: str, port: int) -> str:
+    """The in-cluster URL of the Service `name`."""
     return f"http://{name}.{namespace}.svc.cluster.local:{port}"

@@ -14,7 +14,7 @@ from typing import Any
 
 from ferry import kube as kube_api
 from ferry.api.v1alpha1 import types
-from ferry.logic import diff, manifests, naming, scaling
+from ferry.logic import defaults, diff, manifests, naming, scaling
 from ferry.providers.base import (
     Observation,
     PermanentProviderError,
@@ -133,7 +133,7 @@ class LocalProvider:
             exists=True,
             up_to_date=not diffs,
             external_name=name,
-            url=manifests.service_url(ns, name, ep.spec.server.port),
+            url=manifests.service_url(ns, name, defaults.server_port(ep.spec)),
             desired_replicas=replicas,
             ready_replicas=min(ready, replicas),
             progressing=progressing,

@@ -9,41 +9,68 @@ naming the field. The operator reads objects back through the same models.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from ferry.api.v1alpha1 import platforms, rules
+from ferry.api.v1alpha1.rules import cel
 
 GROUP = "ferry.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-#: Portable GPU names. Providers map them to their own SKUs (RunPod pools, Modal
-#: gpu strings, Replicate hardware); the local provider maps them to node labels.
-GPU_TYPES = ("T4", "L4", "A10G", "L40S", "A100-40GB", "A100-80GB", "H100", "H200", "RTX4090")
+#: Portable GPU names (`platforms.GPU_TYPES`). Each backend's table in `platforms`
+#: says which it sells; the CRD rejects the others per backend.
+GPU_TYPES = platforms.GPU_TYPES
 GpuType = Literal["T4", "L4", "A10G", "L40S", "A100-40GB", "A100-80GB", "H100", "H200", "RTX4090"]
+assert get_args(GpuType) == GPU_TYPES, "GpuType and platforms.GPU_TYPES disagree"
 
 ProviderName = Literal["local", "modal", "replicate", "runpod"]
+assert get_args(ProviderName) == platforms.PROVIDERS
 SpotPolicy = Literal["spot", "on-demand", "spot-with-fallback"]
 DeletionPolicy = Literal["Delete", "Orphan"]
+AutoscalerKind = Literal["ferry", "external"]
 
-#: Kubernetes-style durations accepted by scaleToZeroAfter: 30s, 5m, 1h30m.
-DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+#: Kubernetes/Go durations (a subset of Go's grammar): one or more <number><unit>
+#: with units h, m, s, ms and an optional decimal fraction: 500ms, 4s, 1.5m, 1h30m.
+#: Digits are bounded so that no accepted value overflows Go's time.Duration, which
+#: the CEL rules' `duration()` parses. `ferry.logic.durations` reads the same grammar.
+DURATION_PATTERN = r"^([0-9]{1,6}(\.[0-9]{1,6})?(h|ms|m|s))+$"
+DURATION_MAX_LENGTH = 16
 #: RFC 1123 label used for names that become Kubernetes objects or provider names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+#: A Replicate model reference: owner/model, optionally pinned to a version id.
+REPLICATE_MODEL_REF = r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9]+)?$"
 
 
-def cel(rule: str, message: str, *, field_path: str | None = None) -> dict[str, str]:
-    """One `x-kubernetes-validations` entry; `field_path` makes kubectl name the field."""
-    entry = {"rule": rule, "message": message}
-    if field_path:
-        entry["fieldPath"] = field_path
-    return entry
+def validations(*entries: dict[str, str]) -> dict[str, Any]:
+    """`json_schema_extra` carrying CEL rules for a type or field."""
+    return {"x-kubernetes-validations": list(entries)}
 
 
-def validations(*rules: dict[str, str]) -> dict[str, Any]:
-    return {"x-kubernetes-validations": list(rules)}
+def duration_field(
+    description: str, *, minimum: str | None = None, maximum: str | None = None
+) -> Any:
+    """A Go-duration string field, with an optional range that holds on every backend."""
+    extra: dict[str, Any] = {}
+    if minimum is not None and maximum is not None:
+        extra = validations(
+            cel(
+                f"duration(self) >= duration('{minimum}')"
+                f" && duration(self) <= duration('{maximum}')",
+                f"must be between {minimum} and {maximum}",
+            )
+        )
+    return Field(
+        description=description,
+        pattern=DURATION_PATTERN,
+        min_length=2,
+        max_length=DURATION_MAX_LENGTH,
+        json_schema_extra=extra or None,
+    )
 
 
 class Model(BaseModel):
@@ -58,13 +85,13 @@ class Model(BaseModel):
 
 
 class ModelSource(Model):
-    """Which model the endpoint serves: a portable URI, or a provider-native reference."""
+    """Which model the endpoint serves: a portable URI, or a Replicate model reference."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
-                "has(self.uri) != has(self.providerRef)",
-                "exactly one of model.uri or model.providerRef must be set",
+                "!(has(self.uri) && has(self.providerRef))",
+                "set model.uri or model.providerRef, not both",
             ),
             cel(
                 "!has(self.revision) || has(self.uri)",
@@ -79,7 +106,8 @@ class ModelSource(Model):
         Field(
             description=(
                 "Portable model location: hf://org/name, s3://bucket/path, gs://bucket/path"
-                " or an absolute path (file:///models/x) inside the server image."
+                " or an absolute path (file:///models/x) inside the server image. Required"
+                " for local, runpod and modal; rejected for replicate."
             ),
             pattern=r"^(hf://[A-Za-z0-9][\w.-]*/[\w.-]+|s3://\S+|gs://\S+|file:///\S*)$",
             max_length=512,
@@ -97,11 +125,18 @@ class ModelSource(Model):
         str | None,
         Field(
             description=(
-                "Provider-native model reference, used as is: a Replicate model"
-                " owner/name:version, a RunPod template id, a Modal image tag."
+                "Replicate model reference, owner/model or owner/model:version (without a"
+                " version, the model's latest version at deploy time; status.resolvedModelVersion"
+                " shows which). Required for replicate; rejected for every other provider."
             ),
-            min_length=1,
+            min_length=3,
             max_length=256,
+            json_schema_extra=validations(
+                cel(
+                    f"self.matches('{REPLICATE_MODEL_REF}')",
+                    "model.providerRef must be owner/model or owner/model:version",
+                )
+            ),
         ),
     ] = None
 
@@ -129,11 +164,23 @@ class EnvVar(Model):
             cel(
                 "has(self.value) != has(self.valueFrom)",
                 "exactly one of value or valueFrom must be set",
-            )
+            ),
+            rules.reserved_env_rule(),
         )
     )
 
-    name: Annotated[str, Field(description="Variable name.", pattern=ENV_NAME, max_length=128)]
+    name: Annotated[
+        str,
+        Field(
+            description=(
+                "Variable name. The names the operator sets ("
+                + ", ".join(platforms.RESERVED_ENV_NAMES)
+                + ") are reserved; the model server's other FERRY_* settings are yours."
+            ),
+            pattern=ENV_NAME,
+            max_length=128,
+        ),
+    ]
     value: Annotated[str | None, Field(description="Literal value.", max_length=32768)] = None
     value_from: Annotated[EnvVarSource | None, Field(description="Value taken from a Secret.")] = (
         None
@@ -141,36 +188,66 @@ class EnvVar(Model):
 
 
 class ServerSpec(Model):
-    """The model server container every backend runs."""
+    """The model server container. Which fields a backend honours: see each field."""
 
     image: Annotated[
         str | None,
         Field(
             description=(
-                "Container image of the model server. Required for local and runpod."
-                " Defaults to the Ferry inference server image when unset elsewhere."
+                "Container image of the model server. Required for local and runpod (for"
+                " runpod, Ferry's model-server image or one built from it); optional for"
+                " modal, which defaults to Ferry's model-server image"
+                f" ({platforms.MODEL_SERVER_IMAGE});"
+                " rejected for replicate, which runs the model's own image."
             ),
             min_length=1,
             max_length=512,
             pattern=r"^\S+$",
         ),
     ] = None
-    port: Annotated[int, Field(description="Port the server listens on.", ge=1, le=65535)] = 8000
-    args: Annotated[
-        list[Annotated[str, Field(max_length=4096)]],
-        Field(description="Extra arguments for the server process.", max_length=64),
-    ] = Field(default_factory=list)
-    env: Annotated[
-        list[EnvVar],
+    port: Annotated[
+        int | None,
         Field(
-            description="Environment variables for the server.",
+            description=(
+                "Port the server listens on (local only; default 8000). Rejected for runpod"
+                " (queue workers listen on nothing), modal (Modal serves the app itself) and"
+                " replicate."
+            ),
+            ge=1,
+            le=65535,
+        ),
+    ] = None
+    args: Annotated[
+        list[Annotated[str, Field(max_length=4096)]] | None,
+        Field(
+            description=(
+                "Extra arguments appended to the server's command (local only; rejected"
+                " for runpod, modal and replicate)."
+            ),
+            max_length=64,
+        ),
+    ] = None
+    env: Annotated[
+        list[EnvVar] | None,
+        Field(
+            description=(
+                "Environment variables for the server: local and runpod as given, modal"
+                " with Secret-backed values passed as Modal secrets; rejected for replicate."
+            ),
             max_length=128,
             json_schema_extra={
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["name"],
             },
         ),
-    ] = Field(default_factory=list)
+    ] = None
+
+
+def _gpu_offer(provider: str) -> str:
+    return ", ".join(platforms.offered_gpus(provider))
+
+
+_REPLICATE_SKUS = ", ".join(f"{gpu} x{count}" for gpu, count in platforms.REPLICATE_HARDWARE)
 
 
 class GpuSpec(Model):
@@ -186,20 +263,37 @@ class GpuSpec(Model):
         )
     )
 
-    type: Annotated[GpuType, Field(description="Portable GPU name: " + ", ".join(GPU_TYPES) + ".")]
+    type: Annotated[
+        GpuType,
+        Field(
+            description=(
+                "Portable GPU name. local: any (the cluster's nodes decide); runpod: "
+                + _gpu_offer("runpod")
+                + "; modal: "
+                + _gpu_offer("modal")
+                + "; replicate: a (type, count) with a hardware SKU: "
+                + _REPLICATE_SKUS
+                + "."
+            )
+        ),
+    ]
     count: Annotated[int, Field(description="GPUs per replica.", ge=1, le=8)] = 1
     fallback: Annotated[
-        list[GpuType],
+        list[GpuType] | None,
         Field(
-            description="GPU types to try in order when gpu.type has no capacity.",
+            description=(
+                "GPU types to use when gpu.type has no capacity. local: in order (node"
+                " affinity weights); modal: in order (a ranked list); runpod: as a set (any"
+                " listed pool may place a worker); rejected for replicate."
+            ),
             max_length=8,
             json_schema_extra={"x-kubernetes-list-type": "set"},
         ),
-    ] = Field(default_factory=list)
+    ] = None
 
 
 class ScalingSpec(Model):
-    """Replica bounds and the autoscaling target."""
+    """Replica bounds and autoscaling. Which fields a backend honours: see each field."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -213,49 +307,140 @@ class ScalingSpec(Model):
                 "scaling.scaleToZeroAfter requires scaling.minReplicas: 0",
                 field_path=".scaleToZeroAfter",
             ),
+            *(
+                cel(
+                    "!(has(self.autoscaler) && self.autoscaler == 'external')"
+                    f" || !has(self.{name})",
+                    f"scaling.{name} is not supported with scaling.autoscaler: external (the"
+                    " external autoscaler owns the replica count); remove it",
+                    field_path=f".{name}",
+                    reason="FieldValueForbidden",
+                )
+                for name in rules.EXTERNAL_AUTOSCALER_EXCLUDES
+            ),
         )
     )
 
     min_replicas: Annotated[
         int,
-        Field(description="Replicas always kept running (0 allows scale to zero).", ge=0, le=1000),
-    ] = 1
-    max_replicas: Annotated[int, Field(description="Upper bound on replicas.", ge=1, le=1000)] = 1
-    scale_to_zero_after: Annotated[
-        str | None,
         Field(
-            description="Idle time before scaling to zero, e.g. 5m or 1h30m. Needs minReplicas 0.",
-            pattern=DURATION_PATTERN,
-            min_length=2,
-            max_length=16,
+            description=(
+                "Replicas always kept running (0 allows scale to zero): pods, RunPod workers,"
+                " Modal containers, Replicate instances (at most 5 on replicate)."
+            ),
+            ge=0,
+            le=1000,
+        ),
+    ] = 1
+    max_replicas: Annotated[
+        int,
+        Field(description="Upper bound on replicas (at most 20 on replicate).", ge=1, le=1000),
+    ] = 1
+    target_inflight_requests: Annotated[
+        int | None,
+        Field(
+            description=(
+                "Target concurrent in-flight requests per replica. local: Ferry's autoscaler"
+                " target (default 8); runpod: the REQUEST_COUNT scaler (not with"
+                " targetQueueDelay or scaleDownDelay); modal: @modal.concurrent target_inputs"
+                " (max_inputs twice that; at most 500; a change redeploys); rejected for"
+                " replicate."
+            ),
+            ge=1,
+            le=10000,
         ),
     ] = None
-    target_inflight_requests: Annotated[
-        int,
-        Field(description="Target concurrent in-flight requests per replica.", ge=1, le=10000),
-    ] = 8
+    target_queue_delay: Annotated[
+        str | None,
+        duration_field(
+            "runpod only: the QUEUE_DELAY scaler's target queue wait, at least 500ms (default"
+            " 4s when targetInflightRequests is unset too). Rejected for local, modal and"
+            " replicate."
+        ),
+    ] = None
+    scale_down_delay: Annotated[
+        str | None,
+        duration_field(
+            "How long load must stay low before replicas are removed. local: the scale-down"
+            " window (0s-1h); runpod: the idle timeout, 1s-1h in whole seconds (default 60s"
+            " under QUEUE_DELAY; not with targetInflightRequests); modal: scaledown_window,"
+            " 2s-1h in whole seconds (default 60s); rejected for replicate."
+        ),
+    ] = None
+    scale_up_delay: Annotated[
+        str | None,
+        duration_field(
+            "local only: how long load must stay high before replicas are added (0s-1h).",
+            minimum="0s",
+            maximum="1h",
+        ),
+    ] = None
+    scale_to_zero_after: Annotated[
+        str | None,
+        duration_field(
+            "local only: idle time before scaling to zero, e.g. 5m or 1h30m (30s-24h; needs"
+            " minReplicas 0). On runpod and modal use scaleDownDelay.",
+            minimum="30s",
+            maximum="24h",
+        ),
+    ] = None
+    buffer_replicas: Annotated[
+        int | None,
+        Field(
+            description=(
+                "Idle replicas kept above demand. local: extra pods within maxReplicas;"
+                " modal: buffer_containers; rejected for runpod and replicate."
+            ),
+            ge=0,
+            le=1000,
+        ),
+    ] = None
+    autoscaler: Annotated[
+        AutoscalerKind | None,
+        Field(
+            description=(
+                "local only: ferry (default) lets Ferry's autoscaler set the replica count;"
+                " external leaves it to an HPA or KEDA, within minReplicas and maxReplicas,"
+                " and rejects the autoscaling fields (targetInflightRequests, scaleDownDelay,"
+                " scaleUpDelay, bufferReplicas, scaleToZeroAfter)."
+            )
+        ),
+    ] = None
+    capacity_timeout: Annotated[
+        str | None,
+        duration_field(
+            "How long replicas may wait for GPU capacity before the endpoint is Stalled"
+            " (InsufficientGPUCapacity): local pending pods, runpod throttled workers;"
+            " 30s-24h, default 10m. Rejected for modal and replicate.",
+            minimum="30s",
+            maximum="24h",
+        ),
+    ] = None
 
 
 class SpotSpec(Model):
-    """Whether replicas may run on spot (preemptible) capacity."""
+    """Whether replicas may run on spot (preemptible) capacity. local only."""
 
     policy: Annotated[
-        SpotPolicy,
+        SpotPolicy | None,
         Field(
             description=(
-                "spot: only spot capacity; on-demand: never spot; spot-with-fallback:"
-                " prefer spot, fall back to on-demand."
+                "spot: only spot capacity; on-demand (default): never spot;"
+                " spot-with-fallback: prefer spot, fall back to on-demand."
             )
         ),
-    ] = "on-demand"
+    ] = None
     drain_grace_seconds: Annotated[
-        int,
+        int | None,
         Field(
-            description="Seconds a replica gets to finish in-flight requests when drained.",
-            ge=0,
+            description=(
+                "Seconds a replica gets to finish in-flight requests when drained (1-3600,"
+                " default 60); the model server reads it as FERRY_DRAIN_GRACE_S."
+            ),
+            ge=1,
             le=3600,
         ),
-    ] = 120
+    ] = None
 
 
 class LocalObjectReference(Model):
@@ -265,36 +450,22 @@ class LocalObjectReference(Model):
 
 
 class InferenceEndpointSpec(Model):
-    """Desired state of an InferenceEndpoint."""
+    """Desired state of an InferenceEndpoint.
+
+    Every field is either honoured by the endpoint's provider or rejected at apply,
+    naming the field and the provider; fields only some providers honour have no
+    default in the CRD (the operator applies each provider's own).
+    """
 
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
-                "self.provider == 'local' ? has(self.server.image) : true",
-                "server.image is required when provider is local",
-                field_path=".server.image",
-            ),
-            cel(
-                "self.provider == 'runpod'"
-                " ? has(self.server.image) || has(self.model.providerRef) : true",
-                "runpod needs server.image or a template id in model.providerRef",
-                field_path=".server",
-            ),
-            cel(
-                "self.provider == 'replicate' ? has(self.model.providerRef) : true",
-                "replicate needs model.providerRef (owner/name:version)",
-                field_path=".model.providerRef",
-            ),
-            cel(
                 "self.provider == 'local' || has(self.providerConfigRef)",
                 "providerConfigRef is required for the modal, replicate and runpod providers",
                 field_path=".providerConfigRef",
+                reason="FieldValueRequired",
             ),
-            cel(
-                "self.provider != 'local' || !has(self.model.providerRef)",
-                "model.providerRef is not supported by the local provider; use model.uri",
-                field_path=".model.providerRef",
-            ),
+            *rules.endpoint_rules(),
         )
     )
 
@@ -315,12 +486,13 @@ class InferenceEndpointSpec(Model):
         ServerSpec, Field(description="Model server image, port, args and environment.")
     ] = Field(default_factory=ServerSpec)
     gpu: Annotated[GpuSpec, Field(description="Accelerator per replica.")]
-    scaling: Annotated[ScalingSpec, Field(description="Replica bounds and target.")] = Field(
+    scaling: Annotated[ScalingSpec, Field(description="Replica bounds and autoscaling.")] = Field(
         default_factory=ScalingSpec
     )
-    spot: Annotated[SpotSpec, Field(description="Spot capacity policy.")] = Field(
-        default_factory=SpotSpec
-    )
+    spot: Annotated[
+        SpotSpec,
+        Field(description="Spot capacity policy (local only; rejected for other providers)."),
+    ] = Field(default_factory=SpotSpec)
     deletion_policy: Annotated[
         DeletionPolicy,
         Field(
@@ -331,7 +503,12 @@ class InferenceEndpointSpec(Model):
     ] = "Delete"
     provider_config_ref: Annotated[
         LocalObjectReference | None,
-        Field(description="ProviderConfig with credentials and defaults for this provider."),
+        Field(
+            description=(
+                "ProviderConfig with the credentials for this provider (required for modal,"
+                " replicate and runpod)."
+            )
+        ),
     ] = None
 
 
@@ -377,10 +554,74 @@ class InferenceEndpointStatus(Model):
     external_name: Annotated[
         str | None, Field(description="Identifier of the external resource at the provider.")
     ] = None
-    url: Annotated[str | None, Field(description="Where to send inference requests.")] = None
+    url: Annotated[
+        str | None,
+        Field(
+            description=(
+                "The platform's native invocation URL: local, the Service"
+                " (http://<service>.<namespace>.svc.cluster.local:<port>); runpod, the job plane"
+                " (<inferenceBaseUrl>/v2/<id>); modal, the web function URL; replicate, the"
+                " deployment's predictions URL."
+            )
+        ),
+    ] = None
+    openai_base_url: Annotated[
+        str | None,
+        Field(
+            description=(
+                "Where the OpenAI-compatible API answers (its /v1 base): local,"
+                " http://<service>.<namespace>.svc.cluster.local:<port>/v1; modal, the web"
+                " function URL + /v1; runpod, <inferenceBaseUrl>/v2/<id>/openai/v1; unset on"
+                " replicate, which has none."
+            )
+        ),
+    ] = None
+    address: Annotated[
+        str | None,
+        Field(
+            description=(
+                "Where to send requests: openaiBaseUrl when there is one, else url. Shown by"
+                " kubectl get."
+            )
+        ),
+    ] = None
     desired_replicas: Annotated[int | None, Field(description="Replicas Ferry asked for.")] = None
-    ready_replicas: Annotated[int | None, Field(description="Replicas ready to serve.")] = None
+    ready_replicas: Annotated[
+        int | None,
+        Field(
+            description=(
+                "Replicas ready to serve (RunPod: workers with the model loaded). Unset on"
+                " modal and replicate, which report no ready count."
+            )
+        ),
+    ] = None
     replicas: Annotated[str | None, Field(description="ready/desired, for kubectl get.")] = None
+    surge_replicas: Annotated[
+        int | None,
+        Field(
+            description=(
+                "Replicas running above the desired count while a drain replaces noticed ones;"
+                " unset when no drain is in progress."
+            )
+        ),
+    ] = None
+    running_containers: Annotated[
+        int | None,
+        Field(description="modal: containers running now, as Modal's stats report them."),
+    ] = None
+    resolved_model_version: Annotated[
+        str | None,
+        Field(
+            description=(
+                "replicate: the model version the current release runs (the version in"
+                " model.providerRef, or the latest one when it names none)."
+            )
+        ),
+    ] = None
+    release_number: Annotated[
+        int | None,
+        Field(description="replicate: the deployment's current release number."),
+    ] = None
 
 
 class ObjectMeta(BaseModel):
@@ -426,7 +667,7 @@ class InferenceEndpoint(BaseModel):
             ["GPU", "string", ".spec.gpu.type", ""],
             ["Ready", "string", ".status.replicas", "ready/desired replicas"],
             ["Status", "string", ".status.conditions[?(@.type=='Ready')].reason", ""],
-            ["URL", "string", ".status.url", ""],
+            ["Address", "string", ".status.address", "openaiBaseUrl when there is one, else url"],
         ],
     )
 
@@ -441,27 +682,24 @@ class InferenceEndpoint(BaseModel):
 
 
 class ProviderDefaults(Model):
-    """Defaults applied to endpoints that use this ProviderConfig."""
+    """Settings applied to every endpoint that uses this ProviderConfig."""
 
-    gpu_type: Annotated[
-        GpuType | None, Field(description="GPU type when an endpoint names none.")
-    ] = None
-    spot_policy: Annotated[SpotPolicy | None, Field(description="Default spot policy.")] = None
     regions: Annotated[
-        list[Annotated[str, Field(max_length=64)]],
+        list[Annotated[str, Field(min_length=1, max_length=64)]] | None,
         Field(
-            description="Allowed regions or data centers, in the provider's own names.",
+            description=(
+                "runpod only: preferred data centers (RunPod's dataCenterIds, e.g. US-TX-3)."
+                " A preference, not an allow-list: RunPod may place workers elsewhere."
+                " Unset means no preference. Rejected for local, modal and replicate."
+            ),
             max_length=32,
             json_schema_extra={"x-kubernetes-list-type": "set"},
         ),
-    ] = Field(default_factory=list)
-    owner: Annotated[
-        str | None,
-        Field(
-            description="Account or organisation that owns created resources (Replicate).",
-            max_length=128,
-        ),
     ] = None
+
+
+def _base_urls() -> str:
+    return ", ".join(f"{p} {url}" for p, url in platforms.PLATFORM_BASE_URLS.items())
 
 
 class ProviderConfigSpec(Model):
@@ -473,7 +711,9 @@ class ProviderConfigSpec(Model):
                 "self.provider == 'local' || has(self.credentialsSecretRef)",
                 "credentialsSecretRef is required for the modal, replicate and runpod providers",
                 field_path=".credentialsSecretRef",
+                reason="FieldValueRequired",
             ),
+            *rules.provider_config_rules(),
         )
     )
 
@@ -482,22 +722,44 @@ class ProviderConfigSpec(Model):
         LocalObjectReference | None,
         Field(
             description=(
-                "Secret in the same namespace holding the API credentials (keys: token for"
-                " Replicate and RunPod; tokenId and tokenSecret for Modal)."
+                "Secret in the same namespace holding the API credentials: key token for"
+                " runpod and replicate; keys tokenId and tokenSecret for modal. Ferry sends a"
+                " Secret's values to a platform only if the Secret carries the annotation"
+                " ferry.dev/export-to listing that provider (comma-separated); a baseUrl or"
+                " inferenceBaseUrl other than the platform's must also be listed in this"
+                " Secret's annotation ferry.dev/export-base-urls."
             )
         ),
     ] = None
     base_url: Annotated[
         str | None,
         Field(
-            description="Override the provider API base URL (for sandboxes and proxies).",
+            description=(
+                "The platform's API, for sandboxes and proxies; unset means the platform's"
+                f" own ({_base_urls()}). A non-default URL must be listed in the credentials"
+                " Secret's ferry.dev/export-base-urls annotation. Rejected for local."
+            ),
             pattern=r"^https?://\S+$",
             max_length=512,
         ),
     ] = None
-    defaults: Annotated[ProviderDefaults, Field(description="Per-provider defaults.")] = Field(
-        default_factory=ProviderDefaults
-    )
+    inference_base_url: Annotated[
+        str | None,
+        Field(
+            description=(
+                "runpod only: the job plane that serves requests; unset means RunPod's own"
+                f" ({platforms.RUNPOD_INFERENCE_BASE_URL}). A non-default URL must be listed in"
+                " the credentials Secret's ferry.dev/export-base-urls annotation. Rejected for"
+                " modal (Modal returns each endpoint's URL), replicate (its client has one"
+                " base URL: use baseUrl) and local."
+            ),
+            pattern=r"^https?://\S+$",
+            max_length=512,
+        ),
+    ] = None
+    defaults: Annotated[
+        ProviderDefaults, Field(description="Settings applied to this provider's endpoints.")
+    ] = Field(default_factory=ProviderDefaults)
 
 
 class ProviderConfigStatus(Model):
