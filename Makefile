@@ -8,7 +8,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export GOTOOLCHAIN := local
-export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: all venv controlplane crds check-crds lint unit integration e2e test test-operator \
         test-inference-server run cluster bench bench-operator bench-inference-server clean

@@ -9,6 +9,7 @@ One run measures, on the same machine:
     plain `model.generate` (batch 1, no server) measured in the same run.
 
 Usage: python bench_server.py [--preset small|tiny|large] [--model DIR] [--engine transformers|vllm]
+       python bench_server.py --cold-start-runs 5 --preset tiny   (start -> ready only, N runs)
 """
 
 from __future__ import annotations
@@ -176,6 +177,36 @@ def baseline_generate(model_dir: Path, max_tokens: int, runs: int) -> float:
     return runs * max_tokens / (time.perf_counter() - t0)
 
 
+def cold_starts(args: argparse.Namespace) -> None:
+    """Start the server N times in a row (same model, same machine); print each start -> ready."""
+    with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
+        model_dir: Path = args.model or Path(tmp) / "model"
+        if args.model is None:
+            from ferry_server.devtools import build_model
+
+            build_model(model_dir, preset=args.preset)
+        runs: list[float] = []
+        for _ in range(args.cold_start_runs):
+            srv = Server(model_dir, args.engine, args.max_batch)
+            try:
+                runs.append(srv.wait_ready())
+                phases = srv.phases()
+            finally:
+                srv.stop()
+            print(
+                f"start -> ready {runs[-1]:6.2f} s  ("
+                + ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
+                + ")",
+                flush=True,
+            )
+    ordered = sorted(runs)
+    print(
+        f"runs={len(runs)} min={ordered[0]:.2f} s median={ordered[len(ordered) // 2]:.2f} s "
+        f"max={ordered[-1]:.2f} s  PYTHONDONTWRITEBYTECODE="
+        f"{os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--preset", default="small", help="model size to build: tiny, small, large")
@@ -185,7 +216,14 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--per-client", type=int, default=2, help="requests per client")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument(
+        "--cold-start-runs", type=int, default=0,
+        help="only measure process start -> /readyz 200, this many times, and print each run",
+    )
     args = ap.parse_args()
+    if args.cold_start_runs:
+        cold_starts(args)
+        return
 
     with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
         model_dir: Path = args.model or Path(tmp) / "model"
