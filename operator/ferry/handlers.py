@@ -18,53 +18,51 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from ferry import caching, queueing, reconciler
+from ferry import caching, configuring, connecting, providers, queueing, reconciler
 from ferry import kube as kube_api
 from ferry.api.v1alpha1 import types
 from ferry.logic import naming
-from ferry.providers import local
-from ferry.providers.base import Credentials, Provider
 from ferry.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_settings = Settings()
 ENDPOINT = kube_api.ENDPOINT
-PROVIDER_CONFIG = "ProviderConfig"
-
-
-def _local_factory(kube: kube_api.Kube) -> reconciler.ProviderFactory:
-    def make(
-        ep: types.InferenceEndpoint,
-        config: types.ProviderConfig | None,
-        credentials: Credentials | None,
-    ) -> Provider:
-        return local.LocalProvider(kube)
-
-    return make
+PROVIDER_CONFIG = kube_api.PROVIDER_CONFIG
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    cfg = _settings
+    cfg: Settings = memo.settings
     settings.posting.enabled = False  # Ferry posts its own, meaningful events.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     settings.batching.worker_limit = None
     kube = kube_api.Kube.from_env(cfg.kubeconfig)
+    connector = connecting.Connector(
+        kube,
+        providers.registry(kube),
+        call_timeout=cfg.call_timeout,
+        shared_ttl=cfg.poll_interval,
+    )
     rec = reconciler.Reconciler(
         kube,
-        {"local": _local_factory(kube)},
-        timing=reconciler.Timing(poll=cfg.poll_interval, short=cfg.short_requeue),
+        connector,
+        timing=reconciler.Timing(
+            poll=cfg.poll_interval,
+            short=cfg.short_requeue,
+            deadline=cfg.reconcile_timeout,
+            creation_grace=cfg.creation_grace,
+        ),
     )
+    configs = configuring.ConfigReconciler(kube, connector, reconciler.now)
 
     async def work(key: queueing.Key) -> queueing.Outcome:
         kind, namespace, name = key
         if kind == PROVIDER_CONFIG:
             try:
-                users = await rec.reconcile_provider_config(namespace, name)
-            except (kube_api.KubeError, kube_api.Conflict) as err:
+                users = await configs.reconcile(namespace, name)
+            except kube_api.KubeError as err:
                 log.warning("cannot check ProviderConfig %s/%s: %s", namespace, name, err)
                 return queueing.Outcome(error=True)
             for user in users:
@@ -72,13 +70,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             # Secrets are not watched (that would need cluster-wide read on them):
             # look again on the poll interval so a fixed Secret is noticed.
             return queueing.Outcome(requeue_after=cfg.poll_interval)
-        result = await rec.reconcile(namespace, name)
-        return queueing.Outcome(requeue_after=result.requeue_after, error=result.error)
+        return await rec.reconcile(namespace, name)
 
     queue = queueing.WorkQueue(work, workers=cfg.workers)
     queue.start()
     memo.kube = kube
     memo.queue = queue
+    memo.connector = connector
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
         log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, cfg.metrics_port)
@@ -89,6 +87,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     queue: queueing.WorkQueue | None = getattr(memo, "queue", None)
     if queue is not None:
         await queue.stop()
+    connector: connecting.Connector | None = getattr(memo, "connector", None)
+    if connector is not None:
+        await connector.close()
     kube: kube_api.Kube | None = getattr(memo, "kube", None)
     if kube is not None:
         await kube.close()
@@ -109,6 +110,7 @@ async def endpoint_event(
     *,
     type: str | None,
     body: Mapping[str, Any],
+    spec: Mapping[str, Any],
     namespace: str | None,
     name: str,
     memo: Any,
@@ -118,6 +120,10 @@ async def endpoint_event(
     previous = _remember(memo, ENDPOINT, type, body)
     if type == "DELETED":
         memo.queue.forget(key)
+        config = (spec.get("providerConfigRef") or {}).get("name")
+        if config:
+            # The ProviderConfig may now be unused: let it drop its finalizer.
+            memo.queue.add((PROVIDER_CONFIG, namespace or "default", config))
         return
     if type is None or caching.meaningful_change(previous, body):
         memo.queue.add(key)
@@ -125,13 +131,21 @@ async def endpoint_event(
 
 @kopf.on.event(types.GROUP, types.VERSION, "providerconfigs")
 async def provider_config_event(
-    *, type: str | None, namespace: str | None, name: str, memo: Any, **_: Any
+    *,
+    type: str | None,
+    body: Mapping[str, Any],
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    **_: Any,
 ) -> None:
     key = (PROVIDER_CONFIG, namespace or "default", name)
+    previous = _remember(memo, PROVIDER_CONFIG, type, body)
     if type == "DELETED":
         memo.queue.forget(key)
         return
-    memo.queue.add(key)
+    if type is None or caching.meaningful_change(previous, body):
+        memo.queue.add(key)
 
 
 OWNED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
@@ -155,11 +169,19 @@ def _watch_owned(kind: str, group: str, version: str, plural: str) -> None:
     ) -> None:
         # Rollout progress and drift of an owned object wake its endpoint at once.
         _remember(memo, kind, type, body)
-        endpoint = labels.get(naming.LABEL_ENDPOINT)
+        endpoint = _owner(body)
         if endpoint:
             memo.queue.add((ENDPOINT, namespace or "default", endpoint))
 
     kopf.on.event(group, version, plural, labels=OWNED, id=f"{plural}_event")(owned_event)
+
+
+def _owner(body: Mapping[str, Any]) -> str | None:
+    """The endpoint controlling an owned object (its label may be a shortened name)."""
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == ENDPOINT and ref.get("apiVersion") == types.API_VERSION:
+            return str(ref.get("name"))
+    return None
 
 
 for _owned in OWNED_RESOURCES:
@@ -168,8 +190,6 @@ for _owned in OWNED_RESOURCES:
 
 def run(cfg: Settings) -> None:
     """Run the operator in the foreground until SIGINT/SIGTERM."""
-    global _settings
-    _settings = cfg
     liveness = f"http://0.0.0.0:{cfg.liveness_port}/healthz" if cfg.liveness_port else None
     kopf.configure(verbose=cfg.verbose, log_format=kopf.LogFormat.PLAIN)
     if not cfg.verbose:
@@ -184,5 +204,6 @@ def run(cfg: Settings) -> None:
             clusterwide=not cfg.namespaces,
             namespaces=cfg.namespaces,
             liveness_endpoint=liveness,
+            memo=kopf.Memo(settings=cfg),
         )
     )

@@ -1,27 +1,32 @@
 """The only module that talks to the Kubernetes API.
 
 A thin async facade over lightkube: it speaks plain dicts to the rest of Ferry, so
-that the reconciler and providers stay free of client types, and it turns "not
-found" into `None` and version conflicts into `Conflict`. Writes to Ferry's own
-objects are merge patches (status through the status subresource); objects Ferry
-owns (Deployments, Services, PDBs) are written with server-side apply under the
-`ferry` field manager, so a drifted field is taken back on the next apply.
+that the reconciler and providers stay free of client types. One generic set of
+verbs (get, list, patch, patch_status, apply, delete) works over a table of the
+kinds Ferry touches; reads of watched kinds are answered from the watch cache.
+Failures are typed like kopf's (`NotFound`, `Conflict`, `Invalid`, `Forbidden`,
+`TooManyRequests`, `Unavailable`, all `KubeError`), so callers branch on the type,
+never on message text. Writes to Ferry's own kinds are merge patches (status
+through the status subresource); objects Ferry owns are written with server-side
+apply under the `ferry` field manager, so a drifted field is taken back.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import httpx2
 from lightkube import AsyncClient, KubeConfig, codecs
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Event, Pod, Secret, Service
+from lightkube.resources.core_v1 import Event, Namespace, Pod, Secret, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
@@ -32,58 +37,155 @@ from ferry.logic import naming
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
+ENDPOINT = "InferenceEndpoint"
+PROVIDER_CONFIG = "ProviderConfig"
+
 InferenceEndpointRes = create_namespaced_resource(
-    types.GROUP, types.VERSION, "InferenceEndpoint", "inferenceendpoints"
+    types.GROUP, types.VERSION, ENDPOINT, "inferenceendpoints"
 )
 ProviderConfigRes = create_namespaced_resource(
-    types.GROUP, types.VERSION, "ProviderConfig", "providerconfigs"
+    types.GROUP, types.VERSION, PROVIDER_CONFIG, "providerconfigs"
 )
 
-_KINDS: dict[str, Any] = {
+#: Every kind Ferry reads or writes, by its Kubernetes kind name.
+KINDS: dict[str, Any] = {
+    ENDPOINT: InferenceEndpointRes,
+    PROVIDER_CONFIG: ProviderConfigRes,
     "Deployment": Deployment,
     "Service": Service,
     "PodDisruptionBudget": PodDisruptionBudget,
+    "Pod": Pod,
+    "Namespace": Namespace,
 }
+#: Kinds whose reads are answered from the watch cache (the handlers feed it).
+CACHED_KINDS = (ENDPOINT, PROVIDER_CONFIG, "Deployment", "Service", "PodDisruptionBudget")
 
 
-ENDPOINT = "InferenceEndpoint"
-#: Kinds whose reads are answered from the watch cache.
-CACHED_KINDS = (ENDPOINT, *_KINDS)
-
-
-class Conflict(Exception):
-    """The object changed since it was read (409); read it again and retry."""
+# --- errors ---------------------------------------------------------------------
 
 
 class KubeError(Exception):
-    """The API server refused a request for a reason other than not-found or conflict."""
+    """The API server refused a request, or could not be reached."""
 
 
-def _to_dict(obj: Any) -> dict[str, Any]:
-    return cast(dict[str, Any], obj.to_dict() if hasattr(obj, "to_dict") else dict(obj))
+class NotFound(KubeError):
+    """404: the object does not exist."""
 
 
-def _wrap(err: ApiError, what: str) -> Exception:
-    if err.status.code == 409:
-        return Conflict(f"{what}: {err.status.message}")
-    return KubeError(f"{what}: {err.status.message}")
+class Conflict(KubeError):
+    """409: the object changed since it was read, or already exists; read it again."""
+
+
+class Invalid(KubeError):
+    """400/422: the object or patch is not valid; retrying the same request cannot help."""
+
+
+class Forbidden(KubeError):
+    """401/403: Ferry's identity may not do this (RBAC, admission)."""
+
+
+class TooManyRequests(KubeError):
+    """429: the API server is throttling; `retry_after` seconds if it said."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(KubeError):
+    """5xx, timeouts, refused connections: the API server may answer later."""
+
+
+_BY_STATUS: dict[int, type[KubeError]] = {
+    400: Invalid,
+    401: Forbidden,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    422: Invalid,
+}
+
+
+def _wrap(err: ApiError, what: str) -> KubeError:
+    code = err.status.code or 0
+    message = f"{what}: {err.status.message}"
+    if code == 429:
+        retry = err.response.headers.get("Retry-After") if err.response is not None else None
+        return TooManyRequests(message, float(retry) if retry and retry.isdigit() else None)
+    cls = _BY_STATUS.get(code, Unavailable if code >= 500 else KubeError)
+    return cls(message)
 
 
 def _reachable(fn: F) -> F:
-    """Turn transport failures (timeouts, refused connections) into KubeError."""
+    """Turn transport failures (timeouts, refused connections) into `Unavailable`."""
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return await fn(*args, **kwargs)
         except httpx2.HTTPError as err:
-            raise KubeError(f"cannot reach the Kubernetes API: {err}") from err
+            if isinstance(err, ApiError):
+                raise
+            raise Unavailable(f"cannot reach the Kubernetes API: {err}") from err
 
     return cast(F, wrapper)
 
 
+def _to_dict(obj: Any) -> dict[str, Any]:
+    return cast(dict[str, Any], obj.to_dict() if hasattr(obj, "to_dict") else dict(obj))
+
+
+@dataclass(frozen=True)
+class SecretData:
+    """A Secret's decoded data plus the metadata Ferry's export rules read. Never logged."""
+
+    name: str
+    resource_version: str
+    annotations: dict[str, str]
+    data: dict[str, str] = field(repr=False)
+
+
+class Api(Protocol):
+    """What the reconciler, connector and recorder need from Kubernetes.
+
+    `Kube` is the real one; unit tests use an in-memory implementation. Every
+    method raises the typed `KubeError`s above.
+    """
+
+    cache: caching.ObjectCache
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def list(
+        self, kind: str, namespace: str | None = None, labels: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    async def patch(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> dict[str, Any]: ...
+
+    async def patch_status(
+        self, kind: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None: ...
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None: ...
+
+    async def get_secret(self, namespace: str, name: str) -> SecretData | None: ...
+
+    async def post_event(
+        self, obj: dict[str, Any], event_type: str, reason: str, message: str
+    ) -> None: ...
+
+
 class Kube:
-    """Async access to the objects Ferry reads and writes."""
+    """Async access to the objects Ferry reads and writes (implements `Api`)."""
 
     def __init__(self, client: AsyncClient, cache: caching.ObjectCache | None = None) -> None:
         self._client = client
@@ -106,72 +208,89 @@ class Kube:
     async def close(self) -> None:
         await self._client.close()
 
-    # --- Ferry's own kinds ------------------------------------------------------
+    # --- generic verbs ------------------------------------------------------------
 
     @_reachable
-    async def get_endpoint(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._cached(ENDPOINT, InferenceEndpointRes, namespace, name)
-
-    @_reachable
-    async def patch_endpoint(
-        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
-    ) -> dict[str, Any]:
-        """Merge-patch metadata/spec; with `resource_version` it fails with Conflict if stale."""
-        body = dict(patch)
-        if resource_version is not None:
-            # A resourceVersion in a merge patch makes the API server check it.
-            body.setdefault("metadata", {})
-            body["metadata"] = {**body["metadata"], "resourceVersion": resource_version}
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist. Cached kinds read the cache first."""
+        if kind in CACHED_KINDS:
+            hit = self.cache.get(kind, namespace, name)
+            if hit is not None:
+                return hit
         try:
-            obj = await self._client.patch(
-                InferenceEndpointRes, name, body, namespace=namespace, patch_type=PatchType.MERGE
-            )
-        except ApiError as err:
-            raise _wrap(err, f"cannot update InferenceEndpoint {namespace}/{name}") from err
-        result = _to_dict(obj)
-        self.cache.store(ENDPOINT, result)
-        return result
-
-    @_reachable
-    async def patch_endpoint_status(
-        self, namespace: str, name: str, status: dict[str, Any]
-    ) -> None:
-        obj = await self._patch_status(InferenceEndpointRes, namespace, name, status)
-        if obj is not None:
-            # The next reconcile compares against this status, not the one before it.
-            self.cache.store(ENDPOINT, obj)
-
-    @_reachable
-    async def list_endpoints(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        ns = namespace if namespace is not None else "*"
-        return [_to_dict(o) async for o in self._client.list(InferenceEndpointRes, namespace=ns)]
-
-    @_reachable
-    async def get_provider_config(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get(ProviderConfigRes, name, namespace)
-
-    @_reachable
-    async def patch_provider_config_status(
-        self, namespace: str, name: str, status: dict[str, Any]
-    ) -> None:
-        await self._patch_status(ProviderConfigRes, namespace, name, status)
-
-    @_reachable
-    async def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
-        """The Secret's data, base64-decoded. Callers must never log the values."""
-        import base64
-
-        try:
-            secret = await self._client.get(Secret, name, namespace=namespace)
+            obj = await self._client.get(KINDS[kind], name, namespace=namespace or None)
         except ApiError as err:
             if err.status.code == 404:
                 return None
-            raise _wrap(err, f"cannot read Secret {namespace}/{name}") from err
-        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
-        data.update(secret.stringData or {})
-        return data
+            raise _wrap(err, f"cannot read {kind} {namespace}/{name}") from err
+        found = _to_dict(obj)
+        if kind in CACHED_KINDS:
+            self.cache.store(kind, found)
+        return found
 
-    # --- objects Ferry owns -----------------------------------------------------
+    @_reachable
+    async def list(
+        self, kind: str, namespace: str | None = None, labels: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Objects of `kind` in `namespace` (None: all namespaces) matching `labels`."""
+        ns = namespace if namespace is not None else "*"
+        try:
+            return [
+                _to_dict(o)
+                async for o in self._client.list(
+                    KINDS[kind], namespace=ns, labels=dict(labels or {})
+                )
+            ]
+        except ApiError as err:
+            raise _wrap(err, f"cannot list {kind} in {namespace or 'all namespaces'}") from err
+
+    @_reachable
+    async def patch(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        """Merge-patch metadata/spec; with `resource_version` it raises Conflict if stale."""
+        body = dict(patch)
+        if resource_version is not None:
+            # A resourceVersion in a merge patch makes the API server check it.
+            body["metadata"] = {**body.get("metadata", {}), "resourceVersion": resource_version}
+        try:
+            obj = await self._client.patch(
+                KINDS[kind], name, body, namespace=namespace, patch_type=PatchType.MERGE
+            )
+        except ApiError as err:
+            raise _wrap(err, f"cannot update {kind} {namespace}/{name}") from err
+        result = _to_dict(obj)
+        if kind in CACHED_KINDS:
+            self.cache.store(kind, result)
+        return result
+
+    @_reachable
+    async def patch_status(
+        self, kind: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; None when the object is gone."""
+        try:
+            obj = await self._client.patch(
+                KINDS[kind].Status,
+                name,
+                {"status": status},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except ApiError as err:
+            if err.status.code == 404:
+                return None
+            raise _wrap(err, f"cannot update status of {kind} {namespace}/{name}") from err
+        result = _to_dict(obj)
+        if kind in CACHED_KINDS:
+            # The next reconcile compares against this status, not the one before it.
+            self.cache.store(kind, result)
+        return result
 
     @_reachable
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -185,18 +304,16 @@ class Kube:
                 err, f"cannot apply {manifest['kind']} {meta.get('namespace')}/{meta['name']}"
             ) from err
         applied = _to_dict(result)
-        self.cache.store(manifest["kind"], applied)
+        if manifest["kind"] in CACHED_KINDS:
+            self.cache.store(manifest["kind"], applied)
         return applied
 
     @_reachable
-    async def get_owned(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._cached(kind, _KINDS[kind], namespace, name)
-
-    @_reachable
-    async def delete_owned(self, kind: str, namespace: str, name: str) -> None:
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete in the foreground; an object that is already gone is success."""
         try:
             await self._client.delete(
-                _KINDS[kind], name, namespace=namespace, cascade=CascadeType.FOREGROUND
+                KINDS[kind], name, namespace=namespace, cascade=CascadeType.FOREGROUND
             )
         except ApiError as err:
             if err.status.code != 404:
@@ -204,31 +321,46 @@ class Kube:
         self.cache.drop(kind, namespace, name)
 
     @_reachable
-    async def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
-        return [
-            _to_dict(p)
-            async for p in self._client.list(Pod, namespace=namespace, labels=dict(labels))
-        ]
+    async def get_secret(self, namespace: str, name: str) -> SecretData | None:
+        """The Secret's data, decoded, with its annotations. Callers never log the values."""
+        try:
+            secret = await self._client.get(Secret, name, namespace=namespace)
+        except ApiError as err:
+            if err.status.code == 404:
+                return None
+            raise _wrap(err, f"cannot read Secret {namespace}/{name}") from err
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        data.update(secret.stringData or {})
+        meta = secret.metadata
+        return SecretData(
+            name=name,
+            resource_version=(meta.resourceVersion if meta else None) or "",
+            annotations=dict((meta.annotations if meta else None) or {}),
+            data=data,
+        )
 
     # --- events -----------------------------------------------------------------
 
     async def post_event(
-        self, ep: types.InferenceEndpoint, event_type: str, reason: str, message: str
+        self, obj: dict[str, Any], event_type: str, reason: str, message: str
     ) -> None:
-        """Record a core/v1 Event on the endpoint; failures are logged, never raised."""
-        now = datetime.now(UTC)
-        meta = ep.metadata
+        """Record a core/v1 Event on `obj` (a Ferry object); failures are logged only."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        meta = obj.get("metadata") or {}
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta.name}.", "namespace": meta.namespace},
+            "metadata": {
+                "generateName": f"{meta.get('name')}.",
+                "namespace": meta.get("namespace"),
+            },
             "involvedObject": {
-                "apiVersion": types.API_VERSION,
-                "kind": "InferenceEndpoint",
-                "name": meta.name,
-                "namespace": meta.namespace,
-                "uid": meta.uid,
-                "resourceVersion": meta.resource_version,
+                "apiVersion": obj.get("apiVersion", types.API_VERSION),
+                "kind": obj.get("kind", ENDPOINT),
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
             },
             "type": event_type,
             "reason": reason,
@@ -236,56 +368,17 @@ class Kube:
             "source": {"component": "ferry"},
             "reportingComponent": "ferry.dev/operator",
             "reportingInstance": "ferry",
-            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
             "count": 1,
         }
         try:
             await self._client.create(cast(Event, codecs.from_dict(event)))
-        except (ApiError, httpx2.HTTPError) as err:
-            log.warning("cannot post event %s on %s/%s: %s", reason, meta.namespace, meta.name, err)
-
-    async def list_events(self, namespace: str) -> AsyncIterator[dict[str, Any]]:
-        async for e in self._client.list(Event, namespace=namespace):
-            yield _to_dict(e)
-
-    # --- helpers ----------------------------------------------------------------
-
-    @_reachable
-    async def _patch_status(
-        self, res: Any, namespace: str, name: str, status: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """Merge-patch the status subresource; None when the object is gone."""
-        try:
-            obj = await self._client.patch(
-                res.Status,
-                name,
-                {"status": status},
-                namespace=namespace,
-                patch_type=PatchType.MERGE,
+        except httpx2.HTTPError as err:
+            log.warning(
+                "cannot post event %s on %s/%s: %s",
+                reason,
+                meta.get("namespace"),
+                meta.get("name"),
+                err,
             )
-        except ApiError as err:
-            if err.status.code == 404:
-                return None
-            raise _wrap(err, f"cannot update status of {res.__name__} {namespace}/{name}") from err
-        return _to_dict(obj)
-
-    async def _cached(
-        self, kind: str, res: Any, namespace: str, name: str
-    ) -> dict[str, Any] | None:
-        hit = self.cache.get(kind, namespace, name)
-        if hit is not None:
-            return hit
-        found = await self._get(res, name, namespace)
-        if found is not None:
-            self.cache.store(kind, found)
-        return found
-
-    async def _get(self, res: Any, name: str, namespace: str) -> dict[str, Any] | None:
-        try:
-            obj = await self._client.get(res, name, namespace=namespace)
-        except ApiError as err:
-            if err.status.code == 404:
-                return None
-            raise _wrap(err, f"cannot read {res.__name__} {namespace}/{name}") from err
-        return _to_dict(obj)

@@ -1,61 +1,49 @@
 """The generic managed-resource lifecycle for InferenceEndpoints.
 
 Modelled on crossplane-runtime's managed reconciler: one reconcile reads the
-endpoint, connects to its provider and drives observe -> create | update | delete,
-then records conditions, events and status. Providers only implement the four
-verbs; everything about finalizers, external names, the create-pending marker,
-pausing, deletion policy and requeueing lives here, once.
+endpoint, connects to its provider (`ferry.connecting`) and drives observe ->
+create | update | delete, then records conditions, events and status
+(`ferry.recording`). Providers only implement the verbs; everything about
+finalizers, external names, the create-pending marker, pausing, deletion policy,
+deadlines and requeueing lives here, once.
 
 It is level-triggered: `reconcile()` can be called any number of times for the same
-object and converges. It returns when to look again (`Result.requeue_after`), which
-is how drift at the provider is found without a Kubernetes event. No kopf here: the
+object and converges. It returns when to look again (`queueing.Outcome`), which is
+how drift at the provider is found without a Kubernetes event. No kopf here: the
 work queue in `ferry.queueing` calls it, and `ferry.handlers` feeds that queue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
+from ferry import connecting, metrics, recording
 from ferry import kube as kube_api
-from ferry import metrics
 from ferry.api.v1alpha1 import types
 from ferry.logic import conditions, naming
-from ferry.logic import credentials as credentials_logic
-from ferry.logic.conditions import Phase
+from ferry.logic.conditions import Phase, PhaseKind
 from ferry.providers.base import (
-    Credentials,
     Observation,
     PermanentProviderError,
-    Provider,
     ProviderError,
     TransientProviderError,
 )
+from ferry.queueing import Outcome
 
 log = logging.getLogger(__name__)
-
-ProviderFactory = Callable[
-    [types.InferenceEndpoint, types.ProviderConfig | None, Credentials | None], Provider
-]
-
-
-@dataclass(frozen=True)
-class Result:
-    """When to reconcile this object again; `error` asks the queue for backoff."""
-
-    requeue_after: float | None = None
-    error: bool = False
 
 
 @dataclass(frozen=True)
 class Timing:
-    """Requeue intervals, in seconds."""
+    """Requeue intervals and deadlines, in seconds."""
 
     # How often a settled endpoint is observed to catch drift at the provider.
     poll: float = 60.0
@@ -63,10 +51,26 @@ class Timing:
     short: float = 3.0
     # After a provider delete was sent, how soon to check that it is gone.
     deleting: float = 2.0
+    # Longest one reconcile may take, platform calls included.
+    deadline: float = 60.0
+    # After a create whose answer was lost, how long a platform's list may lag
+    # behind it before Ferry concludes nothing was made (Crossplane's creation
+    # grace period).
+    creation_grace: float = 30.0
+    # Attempts at a critical annotation write (create succeeded/failed).
+    critical_attempts: int = 5
 
 
-def _now() -> datetime:
+def now() -> datetime:
+    """The wall clock, in UTC: the default clock of the controllers."""
     return datetime.now(UTC)
+
+
+def _parse(stamp: str) -> datetime | None:
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 class Reconciler:
@@ -74,114 +78,99 @@ class Reconciler:
 
     def __init__(
         self,
-        kube: kube_api.Kube,
-        factories: Mapping[str, ProviderFactory],
+        kube: kube_api.Api,
+        connector: connecting.Connector,
         *,
         timing: Timing | None = None,
-        clock: Callable[[], datetime] = _now,
+        clock: Callable[[], datetime] = now,
         rng: random.Random | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
         self._kube = kube
-        self._factories = dict(factories)
+        self._connector = connector
         self._timing = timing or Timing()
         self._clock = clock
         self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._recorder = recording.Recorder(kube, clock)
 
-    async def reconcile(self, namespace: str, name: str) -> Result:
-        raw = await self._kube.get_endpoint(namespace, name)
+    async def reconcile(self, namespace: str, name: str) -> Outcome:
+        """One pass over the endpoint `namespace/name`; says when to look again."""
+        try:
+            raw = await self._kube.get(kube_api.ENDPOINT, namespace, name)
+        except kube_api.KubeError as err:
+            log.warning("cannot read InferenceEndpoint %s/%s: %s", namespace, name, err)
+            return Outcome(error=True)
         if raw is None:
-            return Result()
+            return Outcome()
         try:
             ep = types.InferenceEndpoint.model_validate(raw)
         except ValidationError as err:
             # The API server validated it, so this is an operator/CRD version skew.
             log.error("cannot read InferenceEndpoint %s/%s: %s", namespace, name, err)
-            return Result(error=True)
+            return Outcome(error=True)
         with metrics.RECONCILE_SECONDS.time():
             try:
-                result = await self._reconcile(ep)
+                async with asyncio.timeout(self._timing.deadline):
+                    outcome = await self._reconcile(ep)
             except kube_api.Conflict:
                 # Someone wrote the object since we read it: read it again now.
                 metrics.RECONCILES.labels(result="conflict").inc()
-                return Result(requeue_after=0.0)
+                return Outcome(requeue_after=0.0)
             except kube_api.KubeError as err:
                 log.warning("reconcile of %s/%s: %s", namespace, name, err)
                 metrics.RECONCILES.labels(result="error").inc()
-                return Result(error=True)
+                retry = err.retry_after if isinstance(err, kube_api.TooManyRequests) else None
+                return Outcome(requeue_after=retry, error=True)
+            except TimeoutError:
+                metrics.RECONCILES.labels(result="error").inc()
+                return await self._fail(
+                    ep,
+                    TransientProviderError(
+                        f"reconcile did not finish within {self._timing.deadline:.0f}s;"
+                        f" {ep.spec.provider} is slow to answer, trying again",
+                        reason="DeadlineExceeded",
+                    ),
+                )
             except ProviderError as err:
                 metrics.RECONCILES.labels(result="error").inc()
                 return await self._fail(ep, err)
         metrics.RECONCILES.labels(result="ok").inc()
-        return result
-
-    async def reconcile_provider_config(self, namespace: str, name: str) -> list[str]:
-        """Set a ProviderConfig's Ready condition; return the endpoints that use it.
-
-        Ready means the credentials Secret exists and has the keys its provider
-        needs. Endpoints that use the config are returned so the caller can requeue
-        them at once rather than waiting for their backoff to expire.
-        """
-        raw = await self._kube.get_provider_config(namespace, name)
-        if raw is None:
-            return []
-        config = types.ProviderConfig.model_validate(raw)
-        phase = Phase("ready", "CredentialsFound", "credentials Secret found with every key")
-        ref = config.spec.credentials_secret_ref
-        if ref is not None:
-            data = await self._kube.get_secret_data(namespace, ref.name)
-            if data is None:
-                phase = Phase("stalled", "CredentialsNotFound", f"Secret {ref.name} not found")
-            else:
-                absent = credentials_logic.missing_keys(config.spec.provider, set(data))
-                if absent:
-                    message = f"Secret {ref.name} lacks the key(s) {', '.join(absent)}"
-                    phase = Phase("stalled", "CredentialsIncomplete", message)
-        conds = conditions.compute(phase, config.status.conditions, None, self._clock())
-        ready = [c for c in conds if c.type == conditions.READY]
-        if ready != [c for c in config.status.conditions if c.type == conditions.READY]:
-            body = [c.model_dump(by_alias=True, exclude_none=True) for c in ready]
-            await self._kube.patch_provider_config_status(namespace, name, {"conditions": body})
-        users = await self._kube.list_endpoints(namespace)
-        return [
-            e["metadata"]["name"]
-            for e in users
-            if ((e.get("spec") or {}).get("providerConfigRef") or {}).get("name") == name
-        ]
+        return outcome
 
     # --- the lifecycle ------------------------------------------------------------
 
-    async def _reconcile(self, ep: types.InferenceEndpoint) -> Result:
+    async def _reconcile(self, ep: types.InferenceEndpoint) -> Outcome:
         meta = ep.metadata
         annotations = meta.annotations
         if naming.is_paused(annotations):
             # Paused means hands off entirely, deletion included (as in Crossplane).
-            await self._record(
-                ep,
-                Phase(
-                    "paused", "ReconcilePaused", f"{naming.PAUSED} is set; Ferry changes nothing"
-                ),
-                None,
-            )
-            return Result()
+            message = f"{naming.PAUSED} is set; Ferry changes nothing"
+            await self._recorder.record(ep, Phase("paused", "ReconcilePaused", message), None)
+            return Outcome()
         deleting = meta.deletion_timestamp is not None
         if deleting and naming.FINALIZER not in meta.finalizers:
-            return Result()
+            return Outcome()
 
         external_name = annotations.get(naming.EXTERNAL_NAME) or None
-        if deleting and external_name is None and not self._create_incomplete(annotations):
+        incomplete = self._create_incomplete(annotations)
+        if deleting and external_name is None and not incomplete:
             # Nothing was ever created or adopted for this endpoint: nothing to delete
             # (so no provider or credentials are needed), and a same-named resource
             # that is not ours must be left alone.
             await self._remove_finalizer(ep)
-            return Result()
+            return Outcome()
+        if deleting and ep.spec.deletion_policy == "Orphan":
+            return await self._orphan(ep, external_name)
 
-        provider = await self._connect(ep)
+        conn = await self._connector.connect(ep, deleting=deleting)
         if deleting:
-            return await self._delete(ep, provider, external_name)
+            return await self._delete(ep, conn, external_name, incomplete)
+        await self._hold_config(conn.config)
 
-        observation = await provider.observe(ep, external_name)
+        observation = await conn.provider.observe(conn.target, external_name)
         if not observation.exists:
-            return await self._create(ep, provider, external_name)
+            return await self._create(ep, conn, external_name, incomplete)
 
         if naming.FINALIZER not in meta.finalizers:
             ep = await self._patch_meta(ep, self._with_finalizer(ep), check_version=True)
@@ -192,103 +181,123 @@ class Reconciler:
                 ep, {"metadata": {"annotations": {naming.EXTERNAL_NAME: observation.external_name}}}
             )
 
+        provider = conn.provider
         if not observation.up_to_date:
-            await provider.update(ep, observation)
+            await provider.update(conn.target, observation)
             shown = ", ".join(observation.diff[:5]) + (" ..." if len(observation.diff) > 5 else "")
             log.info("updated %s/%s at %s: %s", meta.namespace, meta.name, provider.name, shown)
-            await self._kube.post_event(
+            await self._recorder.event(
                 ep, "Normal", "Updated", f"updated the {provider.name} resource: {shown}"
             )
-            await self._record(
-                ep,
-                Phase("progressing", "Updating", f"applying changes: {shown}"),
-                observation,
+            await self._recorder.record(
+                ep, Phase("progressing", "Updating", f"applying changes: {shown}"), observation
             )
-            return Result(requeue_after=self._timing.short)
+            return Outcome(requeue_after=self._timing.short)
 
         phase = self._phase(observation)
-        await self._record(ep, phase, observation)
+        await self._recorder.record(ep, phase, observation)
         if phase.kind == "ready":
-            return Result(requeue_after=self._jitter(self._timing.poll))
+            return Outcome(requeue_after=self._jitter(self._timing.poll))
         if phase.kind == "stalled":
             # Capacity may appear and pods may get scheduled: keep looking, slower.
-            return Result(requeue_after=self._timing.short * 5)
-        return Result(requeue_after=self._timing.short)
+            return Outcome(requeue_after=self._timing.short * 5)
+        return Outcome(requeue_after=self._timing.short)
 
     async def _create(
-        self, ep: types.InferenceEndpoint, provider: Provider, external_name: str | None
-    ) -> Result:
-        annotations = ep.metadata.annotations
-        if self._create_incomplete(annotations):
-            # A previous create was sent but its outcome never recorded (we died in
-            # between). observe() already looked for it by name and tag and found
-            # nothing, so creating again cannot make a twin.
+        self,
+        ep: types.InferenceEndpoint,
+        conn: connecting.Connection,
+        external_name: str | None,
+        incomplete: bool,
+    ) -> Outcome:
+        provider, target = conn.provider, conn.target
+        if incomplete:
+            wait = self._lookup_wait(ep, provider.name, provider.can_search)
+            if wait is not None:
+                return wait
+            # The grace period is over and observe() looked for it by name or tag:
+            # nothing was made, so creating now cannot make a twin.
             log.warning(
-                "%s/%s: an earlier create has no recorded outcome and nothing was found;"
-                " creating again",
+                "%s/%s: an earlier create has no recorded outcome and nothing was found"
+                " on %s; creating again",
                 ep.metadata.namespace,
                 ep.metadata.name,
+                provider.name,
             )
-        stamp = conditions.rfc3339(self._clock())
         # Written with a version check: of two operators racing, only one creates.
         # The finalizer goes on in the same write, before anything exists outside.
         patch = self._with_finalizer(ep)
-        patch["metadata"]["annotations"] = {naming.CREATE_PENDING: stamp}
+        patch["metadata"]["annotations"] = {naming.CREATE_PENDING: self._stamp()}
         ep = await self._patch_meta(ep, patch, check_version=True)
         try:
-            created = await provider.create(ep)
-        except ProviderError:
-            await self._patch_meta(
-                ep,
-                {
-                    "metadata": {
-                        "annotations": {naming.CREATE_FAILED: conditions.rfc3339(self._clock())}
-                    }
-                },
-            )
+            created = await provider.create(target, external_name)
+        except ProviderError as err:
+            if isinstance(err, TransientProviderError) and err.maybe_applied:
+                # The create may have happened: leave the pending mark alone, so the
+                # next reconcile looks it up (after the grace period) instead of
+                # creating again.
+                raise
+            try:
+                await self._critical(ep, {naming.CREATE_FAILED: self._stamp()})
+            except kube_api.KubeError as mark_err:
+                # The provider's own error is what the user needs to read.
+                log.warning("cannot record the failed create on %s: %s", ep.metadata.name, mark_err)
             raise
-        ep = await self._patch_meta(
-            ep,
-            {
-                "metadata": {
-                    "annotations": {
-                        naming.EXTERNAL_NAME: created,
-                        naming.CREATE_SUCCEEDED: conditions.rfc3339(self._clock()),
-                    }
-                }
-            },
+        ep = await self._critical(
+            ep, {naming.EXTERNAL_NAME: created, naming.CREATE_SUCCEEDED: self._stamp()}
         )
         verb = "Created" if external_name is None else "Recreated"
-        await self._kube.post_event(
+        await self._recorder.event(
             ep, "Normal", verb, f"{verb.lower()} {created} on {provider.name}"
         )
-        await self._record(
+        await self._recorder.record(
             ep,
             Phase(
-                "progressing",
-                "Creating",
-                f"created {created} on {provider.name}; waiting for replicas",
+                "progressing", "Creating", f"created {created} on {provider.name}; waiting for it"
             ),
-            Observation(exists=True, external_name=created),
+            Observation(exists=True, external_name=created, desired_replicas=None),
         )
-        return Result(requeue_after=self._timing.short)
+        return Outcome(requeue_after=self._timing.short)
+
+    def _lookup_wait(
+        self, ep: types.InferenceEndpoint, provider: str, can_search: bool
+    ) -> Outcome | None:
+        """After a create with no recorded outcome: stall, wait, or (None) go ahead."""
+        if not can_search:
+            raise PermanentProviderError(
+                f"an earlier create on {provider} has no recorded outcome and {provider}"
+                " cannot be searched for what it made; check the platform, delete any twin,"
+                f" then remove the annotation {naming.CREATE_PENDING} (or set"
+                f" {naming.EXTERNAL_NAME} to the resource's id) to continue",
+                reason="CreateIncomplete",
+            )
+        pending = _parse(ep.metadata.annotations.get(naming.CREATE_PENDING, ""))
+        waited = (self._clock() - pending).total_seconds() if pending else float("inf")
+        left = self._timing.creation_grace - waited
+        if left > 0:
+            raise TransientProviderError(
+                f"an earlier create on {provider} has no recorded outcome; looking for it"
+                f" again for {left:.0f}s before creating (lists can lag behind a create)",
+                retry_after=min(left, self._timing.short),
+                reason="CreatePending",
+            )
+        return None
 
     async def _delete(
-        self, ep: types.InferenceEndpoint, provider: Provider, external_name: str | None
-    ) -> Result:
-        meta = ep.metadata
-        if ep.spec.deletion_policy == "Orphan":
-            if external_name:
-                await provider.orphan(ep, external_name)
-                await self._kube.post_event(
-                    ep, "Normal", "Orphaned", f"left {external_name} running on {provider.name}"
-                )
-            await self._remove_finalizer(ep)
-            return Result()
-        observation = await provider.observe(ep, external_name)
+        self,
+        ep: types.InferenceEndpoint,
+        conn: connecting.Connection,
+        external_name: str | None,
+        incomplete: bool,
+    ) -> Outcome:
+        provider = conn.provider
+        if external_name is None and incomplete:
+            # Whatever the lost create made must be found before the finalizer goes.
+            self._lookup_wait(ep, provider.name, provider.can_search)
+        observation = await provider.observe(conn.target, external_name)
         if observation.exists and observation.external_name:
-            await provider.delete(ep, observation.external_name)
-            await self._record(
+            await provider.delete(conn.target, observation.external_name)
+            await self._recorder.record(
                 ep,
                 Phase(
                     "deleting",
@@ -297,60 +306,46 @@ class Reconciler:
                 ),
                 observation,
             )
-            return Result(requeue_after=self._timing.deleting)
+            return Outcome(requeue_after=self._timing.deleting)
+        meta = ep.metadata
         log.info("%s/%s: external resource gone; removing finalizer", meta.namespace, meta.name)
         await self._remove_finalizer(ep)
-        return Result()
+        return Outcome()
+
+    async def _orphan(self, ep: types.InferenceEndpoint, external_name: str | None) -> Outcome:
+        if external_name:
+            try:
+                conn = await self._connector.connect(ep, deleting=True)
+            except PermanentProviderError as err:
+                if not self._connector.backend(ep.spec.provider).required_keys:
+                    raise
+                # Orphaning a remote resource means not touching it: no client needed.
+                log.info(
+                    "orphaning %s without contacting %s: %s", external_name, ep.spec.provider, err
+                )
+            else:
+                await conn.provider.orphan(conn.target, external_name)
+            await self._recorder.event(
+                ep, "Normal", "Orphaned", f"left {external_name} running on {ep.spec.provider}"
+            )
+        await self._remove_finalizer(ep)
+        return Outcome()
 
     # --- helpers ------------------------------------------------------------------
 
-    async def _connect(self, ep: types.InferenceEndpoint) -> Provider:
-        """The provider client for `ep`, with its ProviderConfig and credentials."""
-        spec = ep.spec
-        namespace = ep.metadata.namespace or "default"
-        config: types.ProviderConfig | None = None
-        credentials: Credentials | None = None
-        if spec.provider_config_ref is not None:
-            ref = spec.provider_config_ref.name
-            raw = await self._kube.get_provider_config(namespace, ref)
-            if raw is None:
-                raise PermanentProviderError(
-                    f"ProviderConfig {ref} not found in namespace {namespace}",
-                    reason="ProviderConfigNotFound",
-                )
-            config = types.ProviderConfig.model_validate(raw)
-            if config.spec.provider != spec.provider:
-                raise PermanentProviderError(
-                    f"ProviderConfig {ref} is for {config.spec.provider}, but this endpoint"
-                    f" uses {spec.provider}",
-                    reason="ProviderConfigMismatch",
-                )
-            secret_ref = config.spec.credentials_secret_ref
-            if secret_ref is not None:
-                data = await self._kube.get_secret_data(namespace, secret_ref.name)
-                if data is None:
-                    raise PermanentProviderError(
-                        f"Secret {secret_ref.name} named by ProviderConfig {ref} not found"
-                        f" in namespace {namespace}",
-                        reason="CredentialsNotFound",
-                    )
-                absent = credentials_logic.missing_keys(spec.provider, set(data))
-                if absent:
-                    raise PermanentProviderError(
-                        f"Secret {secret_ref.name} named by ProviderConfig {ref} lacks the"
-                        f" key(s) {', '.join(absent)} that {spec.provider} needs",
-                        reason="CredentialsIncomplete",
-                    )
-                credentials = Credentials(data)
-        factory = self._factories.get(spec.provider)
-        if factory is None:
-            supported = ", ".join(sorted(self._factories))
-            raise PermanentProviderError(
-                f"provider {spec.provider} is not available in this Ferry build"
-                f" (available: {supported})",
-                reason="ProviderNotSupported",
-            )
-        return factory(ep, config, credentials)
+    async def _hold_config(self, config: types.ProviderConfig | None) -> None:
+        """Put the finalizer on a ProviderConfig this endpoint uses (D5)."""
+        if config is None or config.metadata.deletion_timestamp:
+            return
+        if naming.FINALIZER in config.metadata.finalizers:
+            return
+        await self._kube.patch(
+            kube_api.PROVIDER_CONFIG,
+            config.metadata.namespace or "default",
+            config.metadata.name,
+            {"metadata": {"finalizers": [*config.metadata.finalizers, naming.FINALIZER]}},
+            resource_version=config.metadata.resource_version,
+        )
 
     @staticmethod
     def _phase(observation: Observation) -> Phase:
@@ -360,6 +355,12 @@ class Reconciler:
             return Phase(
                 "stalled" if problem.stalled else "progressing", problem.reason, problem.message
             )
+        if ready is None or desired is None:
+            # The platform reports no ready count (D17): deployed at the current spec
+            # is what Ready can mean.
+            running = observation.running_containers
+            detail = f"; {running} containers running" if running is not None else ""
+            return Phase("ready", "Available", f"deployed at the current spec{detail}")
         if desired == 0:
             return Phase("ready", "ScaledToZero", "no replicas running (minReplicas is 0)")
         if ready >= desired and not observation.progressing:
@@ -379,44 +380,7 @@ class Reconciler:
         # RFC 3339 UTC stamps of one format compare correctly as strings.
         return all(o is None or o < pending for o in outcomes)
 
-    async def _record(
-        self, ep: types.InferenceEndpoint, phase: Phase, observation: Observation | None
-    ) -> None:
-        """Write status (only when it changed) and an event when the Ready reason changes."""
-        old = ep.status
-        new = old.model_copy(deep=True)
-        new.observed_generation = ep.metadata.generation
-        new.provider = ep.spec.provider
-        if observation is not None and observation.exists:
-            new.external_name = observation.external_name or old.external_name
-            new.url = observation.url or old.url
-            new.desired_replicas = observation.desired_replicas
-            new.ready_replicas = observation.ready_replicas
-            new.replicas = f"{observation.ready_replicas}/{observation.desired_replicas}"
-        new.conditions = conditions.compute(
-            phase, old.conditions, ep.metadata.generation, self._clock()
-        )
-        if new == old:
-            return
-        body = new.model_dump(by_alias=True, exclude_none=True)
-        await self._kube.patch_endpoint_status(
-            ep.metadata.namespace or "default", ep.metadata.name, body
-        )
-        # Events for what a person wants to see in `kubectl describe`: becoming
-        # Ready, losing it, and each new reason for being stuck. Progress steps in
-        # between are in the conditions already.
-        old_ready = next((c for c in old.conditions if c.type == conditions.READY), None)
-        was_ready = old_ready is not None and old_ready.status == "True"
-        is_ready = phase.kind == "ready" or (phase.kind == "paused" and was_ready)
-        new_problem = phase.kind == "stalled" and (
-            old_ready is None or old_ready.reason != phase.reason
-        )
-        if was_ready != is_ready or new_problem:
-            warn = phase.kind == "stalled" or (was_ready and phase.kind == "progressing")
-            event_type = "Warning" if warn else "Normal"
-            await self._kube.post_event(ep, event_type, phase.reason, phase.message)
-
-    async def _fail(self, ep: types.InferenceEndpoint, err: ProviderError) -> Result:
+    async def _fail(self, ep: types.InferenceEndpoint, err: ProviderError) -> Outcome:
         message = str(err)
         log.warning(
             "reconcile of %s/%s failed (%s): %s",
@@ -426,19 +390,39 @@ class Reconciler:
             message,
         )
         permanent = isinstance(err, PermanentProviderError)
-        phase = Phase("stalled" if permanent else "progressing", err.reason, message)
+        kind: PhaseKind = "stalled" if permanent else "progressing"
+        if ep.metadata.deletion_timestamp is not None and not permanent:
+            kind = "deleting"
         try:
-            await self._record(ep, phase, None)
-        except (kube_api.KubeError, kube_api.Conflict) as status_err:
+            await self._recorder.record(ep, Phase(kind, err.reason, message), None)
+        except kube_api.KubeError as status_err:
             log.warning("cannot record failure on %s: %s", ep.metadata.name, status_err)
         retry_after = err.retry_after if isinstance(err, TransientProviderError) else None
-        return Result(requeue_after=retry_after, error=True)
+        return Outcome(requeue_after=retry_after, error=True)
+
+    async def _critical(
+        self, ep: types.InferenceEndpoint, annotations: dict[str, str]
+    ) -> types.InferenceEndpoint:
+        """Write a create outcome, retrying: losing it would send the next reconcile
+        looking for a resource it already knows."""
+        delay = 0.2
+        for attempt in range(1, self._timing.critical_attempts + 1):
+            try:
+                return await self._patch_meta(ep, {"metadata": {"annotations": annotations}})
+            except (kube_api.Unavailable, kube_api.TooManyRequests, kube_api.Conflict) as err:
+                if attempt == self._timing.critical_attempts:
+                    raise
+                log.info("retrying a critical annotation write on %s: %s", ep.metadata.name, err)
+                await self._sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
 
     async def _patch_meta(
         self, ep: types.InferenceEndpoint, patch: dict[str, Any], *, check_version: bool = False
     ) -> types.InferenceEndpoint:
         meta = ep.metadata
-        raw = await self._kube.patch_endpoint(
+        raw = await self._kube.patch(
+            kube_api.ENDPOINT,
             meta.namespace or "default",
             meta.name,
             patch,
@@ -460,6 +444,9 @@ class Reconciler:
         # The whole list is replaced, so check the version: another finalizer may
         # have been added or removed since we read it.
         await self._patch_meta(ep, {"metadata": {"finalizers": remaining}}, check_version=True)
+
+    def _stamp(self) -> str:
+        return conditions.rfc3339(self._clock())
 
     def _jitter(self, seconds: float) -> float:
         # Spread periodic observes so 1,000 endpoints do not poll in lockstep.

@@ -40,6 +40,13 @@ class Settings:
         default_factory=lambda: os.environ.get("FERRY_METRICS_HOST", "0.0.0.0")
     )
     liveness_port: int = field(default_factory=lambda: _env_int("FERRY_HEALTH_PORT", 0))
+    # Deadlines: one reconcile, and each platform call inside it (seconds).
+    reconcile_timeout: float = field(
+        default_factory=lambda: _env_float("FERRY_RECONCILE_TIMEOUT", 60.0)
+    )
+    call_timeout: float = field(default_factory=lambda: _env_float("FERRY_CALL_TIMEOUT", 10.0))
+    # How long a platform's list may lag behind a create whose answer was lost.
+    creation_grace: float = field(default_factory=lambda: _env_float("FERRY_CREATION_GRACE", 30.0))
     verbose: bool = False
 
     def __post_init__(self) -> None:
@@ -47,3 +54,9 @@ class Settings:
             raise SystemExit(f"--workers must be at least 1, not {self.workers}")
         if self.poll_interval <= 0 or self.short_requeue <= 0:
             raise SystemExit("--poll-interval and the short requeue must be positive")
+        if self.call_timeout <= 0 or self.reconcile_timeout < self.call_timeout:
+            raise SystemExit(
+                "FERRY_CALL_TIMEOUT must be positive and at most FERRY_RECONCILE_TIMEOUT"
+            )
+        if self.creation_grace < 0:
+            raise SystemExit("FERRY_CREATION_GRACE must not be negative")

@@ -1,8 +1,15 @@
-"""Names, labels and annotation keys shared by the reconciler and the providers."""
+"""Names, labels and annotation keys shared by the reconciler and the providers.
+
+Also the one rule for names Ferry derives from an endpoint's: `fit` turns any name
+the API server accepts for an InferenceEndpoint (a DNS subdomain of up to 253
+characters) into one a platform or a label accepts, shortening with a hash rather
+than failing.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
 
 FINALIZER = "ferry.dev/finalizer"
 EXTERNAL_NAME = "ferry.dev/external-name"
@@ -14,6 +21,10 @@ CREATE_SUCCEEDED = "ferry.dev/external-create-succeeded"
 CREATE_FAILED = "ferry.dev/external-create-failed"
 PAUSED = "ferry.dev/paused"
 FIELD_MANAGER = "ferry"
+# Secrets leave the cluster only when they say where they may go (decisions.md,
+# "Secrets leaving the cluster"): the providers, and any non-default base URLs.
+EXPORT_TO = "ferry.dev/export-to"
+EXPORT_BASE_URLS = "ferry.dev/export-base-urls"
 
 LABEL_ENDPOINT = "ferry.dev/endpoint"
 LABEL_ENDPOINT_UID = "ferry.dev/endpoint-uid"
@@ -32,7 +43,9 @@ def endpoint_labels(instance: str, endpoint: str, uid: str | None) -> dict[str, 
     labels = {
         **selector_labels(instance),
         LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_ENDPOINT: endpoint,
+        # A label value holds at most 63 characters; an endpoint name may hold 253.
+        # Watches map objects back to their endpoint by ownerReference, not by this.
+        LABEL_ENDPOINT: fit(endpoint),
     }
     if uid:
         labels[LABEL_ENDPOINT_UID] = uid
@@ -50,3 +63,31 @@ def is_paused(annotations: dict[str, str]) -> bool:
 
 def short_hash(text: str, length: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+#: Longest external name, and of a Kubernetes label value.
+MAX_NAME = 63
+_INVALID = re.compile(r"[^a-z0-9-]+")
+
+
+def fit(name: str, *, max_length: int = MAX_NAME, prefix: str = "") -> str:
+    """`prefix + name` as lowercase letters, digits and dashes, starting with a letter.
+
+    A name that already fits is returned unchanged; any other gets a hash of the
+    original as a suffix, so two different names never fit to the same one.
+    Shape: at most `max_length` characters, no leading or trailing dash.
+    """
+    wanted = f"{prefix}{name}"
+    cleaned = _INVALID.sub("-", wanted.lower()).strip("-")
+    if cleaned and not cleaned[0].isalpha():
+        cleaned = f"x-{cleaned}"
+    if cleaned == wanted and len(cleaned) <= max_length:
+        return cleaned
+    digest = short_hash(wanted)
+    head = cleaned[: max_length - len(digest) - 1].rstrip("-") or "x"
+    return f"{head}-{digest}"
+
+
+def annotation_list(annotations: dict[str, str], key: str) -> list[str]:
+    """A comma-separated annotation as a list of trimmed, non-empty items."""
+    return [item.strip() for item in annotations.get(key, "").split(",") if item.strip()]

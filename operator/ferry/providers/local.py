@@ -19,6 +19,7 @@ from ferry.providers.base import (
     Observation,
     PermanentProviderError,
     Problem,
+    Target,
     TransientProviderError,
 )
 
@@ -26,7 +27,8 @@ OWNED_KINDS = ("Deployment", "Service", "PodDisruptionBudget")
 
 
 def external_name_for(ep: types.InferenceEndpoint) -> str:
-    return ep.metadata.name
+    """The endpoint's name as a DNS-1035 label (a Service name), hashed when it is not one."""
+    return naming.fit(ep.metadata.name)
 
 
 def _desired(ep: types.InferenceEndpoint, name: str, replicas: int) -> list[dict[str, Any]]:
@@ -100,13 +102,19 @@ class LocalProvider:
     """Runs endpoints as Deployments on the cluster's own GPU nodes."""
 
     name = "local"
+    # Names are deterministic: looking up external_name_for(ep) is a search.
+    can_search = True
 
-    def __init__(self, kube: kube_api.Kube) -> None:
+    def __init__(self, kube: kube_api.Api) -> None:
         self._kube = kube
 
-    async def observe(self, ep: types.InferenceEndpoint, external_name: str | None) -> Observation:
+    def external_name_for(self, target: Target) -> str:
+        return external_name_for(target.endpoint)
+
+    async def observe(self, target: Target, external_name: str | None) -> Observation:
+        ep = target.endpoint
         name = external_name or external_name_for(ep)
-        ns = ep.metadata.namespace or "default"
+        ns = target.namespace
         deployment = await self._get("Deployment", ns, name)
         if deployment is None:
             return Observation.absent()
@@ -127,13 +135,15 @@ class LocalProvider:
             )
         ready, progressing, problem = rollout_state(deployment)
         if problem is None and ready < replicas:
-            pods = await self._kube.list_pods(ns, naming.selector_labels(name))
+            pods = await self._call(self._kube.list("Pod", ns, naming.selector_labels(name)))
             problem = pod_problem(pods)
+        url = manifests.service_url(ns, name, defaults.server_port(ep.spec))
         return Observation(
             exists=True,
             up_to_date=not diffs,
             external_name=name,
-            url=manifests.service_url(ns, name, defaults.server_port(ep.spec)),
+            url=url,
+            openai_base_url=f"{url}/v1",
             desired_replicas=replicas,
             ready_replicas=min(ready, replicas),
             progressing=progressing,
@@ -141,24 +151,26 @@ class LocalProvider:
             problem=problem,
         )
 
-    async def create(self, ep: types.InferenceEndpoint) -> str:
-        name = external_name_for(ep)
+    async def create(self, target: Target, external_name: str | None) -> str:
+        ep = target.endpoint
+        name = external_name or external_name_for(ep)
         await self._apply_all(ep, name, scaling.decide_replicas(ep.spec.scaling, None))
         return name
 
-    async def update(self, ep: types.InferenceEndpoint, observation: Observation) -> None:
+    async def update(self, target: Target, observation: Observation) -> None:
+        ep = target.endpoint
         name = observation.external_name or external_name_for(ep)
-        await self._apply_all(ep, name, observation.desired_replicas)
+        await self._apply_all(ep, name, observation.desired_replicas or 0)
 
-    async def delete(self, ep: types.InferenceEndpoint, external_name: str) -> None:
-        ns = ep.metadata.namespace or "default"
+    async def delete(self, target: Target, external_name: str) -> None:
         for kind in reversed(OWNED_KINDS):
-            await self._call(self._kube.delete_owned(kind, ns, external_name))
+            await self._call(self._kube.delete(kind, target.namespace, external_name))
 
-    async def orphan(self, ep: types.InferenceEndpoint, external_name: str) -> None:
+    async def orphan(self, target: Target, external_name: str) -> None:
         # Re-applying without ownerReferences drops the ones Ferry set (it owns
         # those fields), so garbage collection leaves the objects alone.
-        ns = ep.metadata.namespace or "default"
+        ep = target.endpoint
+        ns = target.namespace
         deployment = await self._get("Deployment", ns, external_name)
         if deployment is None:
             return
@@ -166,6 +178,9 @@ class LocalProvider:
         for manifest in _desired(ep, external_name, replicas):
             manifest["metadata"].pop("ownerReferences", None)
             await self._call(self._kube.apply(manifest))
+
+    async def close(self) -> None:
+        """Nothing to release: the Kubernetes client belongs to the operator."""
 
     async def _apply_all(self, ep: types.InferenceEndpoint, name: str, replicas: int) -> None:
         for manifest in _desired(ep, name, replicas):
@@ -195,7 +210,7 @@ class LocalProvider:
                 )
 
     async def _get(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
-        result: dict[str, Any] | None = await self._call(self._kube.get_owned(kind, ns, name))
+        result: dict[str, Any] | None = await self._call(self._kube.get(kind, ns, name))
         return result
 
     @staticmethod
@@ -204,8 +219,18 @@ class LocalProvider:
             return await awaitable
         except kube_api.Conflict as err:
             raise TransientProviderError(str(err), retry_after=1.0, reason="Conflict") from err
+        except kube_api.Invalid as err:
+            # What Ferry rendered was refused: the same object will be refused again,
+            # so this waits for a change to the endpoint, not for a retry.
+            raise PermanentProviderError(str(err), reason="InvalidManifest") from err
+        except kube_api.Forbidden as err:
+            raise PermanentProviderError(
+                f"{err}; grant Ferry's service account this permission",
+                reason="Forbidden",
+            ) from err
+        except kube_api.TooManyRequests as err:
+            raise TransientProviderError(
+                str(err), retry_after=err.retry_after, reason="KubernetesAPIThrottled"
+            ) from err
         except kube_api.KubeError as err:
-            message = str(err)
-            if "is invalid" in message or "forbidden" in message.lower():
-                raise PermanentProviderError(message, reason="InvalidManifest") from err
-            raise TransientProviderError(message, reason="KubernetesAPIError") from err
+            raise TransientProviderError(str(err), reason="KubernetesAPIError") from err
