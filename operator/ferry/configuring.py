@@ -17,7 +17,7 @@ from datetime import datetime
 from ferry import connecting
 from ferry import kube as kube_api
 from ferry.api.v1alpha1 import types
-from ferry.logic import conditions, naming
+from ferry.logic import conditions, migrations, naming
 from ferry.logic.conditions import Phase
 from ferry.providers.base import PermanentProviderError
 
@@ -55,6 +55,11 @@ class ConfigReconciler:
         raw = await self._kube.get(kube_api.PROVIDER_CONFIG, namespace, name)
         if raw is None:
             return []
+        migration = migrations.provider_config_migration(raw)
+        if migration is not None:
+            # Stored from the old CRD default (D8); the next read sees it gone.
+            log.warning("%s/%s: removing %s", namespace, name, ", ".join(migration.removed))
+            raw = await self._kube.patch(kube_api.PROVIDER_CONFIG, namespace, name, migration.patch)
         config = types.ProviderConfig.model_validate(raw)
         users = users_of(await self._kube.list(kube_api.ENDPOINT, namespace), name)
         meta = config.metadata

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from ferry import connecting, metrics, recording
 from ferry import kube as kube_api
 from ferry.api.v1alpha1 import types
-from ferry.logic import conditions, naming
+from ferry.logic import conditions, defaults, migrations, naming
 from ferry.logic.conditions import Phase, PhaseKind
 from ferry.providers.base import (
     Observation,
@@ -103,6 +103,9 @@ class Reconciler:
             return Outcome(error=True)
         if raw is None:
             return Outcome()
+        migration = migrations.endpoint_migration(raw)
+        if migration is not None:
+            return await self._migrate(namespace, name, migration)
         try:
             ep = types.InferenceEndpoint.model_validate(raw)
         except ValidationError as err:
@@ -137,6 +140,22 @@ class Reconciler:
                 return await self._fail(ep, err)
         metrics.RECONCILES.labels(result="ok").inc()
         return outcome
+
+    async def _migrate(self, namespace: str, name: str, migration: migrations.Migration) -> Outcome:
+        """Strip the old CRD defaults a remote endpoint still stores (D8), once."""
+        log.warning(
+            "%s/%s: removing fields stored from the old CRD defaults, which its provider"
+            " does not honour: %s",
+            namespace,
+            name,
+            ", ".join(migration.removed),
+        )
+        try:
+            await self._kube.patch(kube_api.ENDPOINT, namespace, name, migration.patch)
+        except kube_api.KubeError as err:
+            log.warning("cannot migrate InferenceEndpoint %s/%s: %s", namespace, name, err)
+            return Outcome(error=True)
+        return Outcome(requeue_after=0.0)
 
     # --- the lifecycle ------------------------------------------------------------
 
@@ -194,7 +213,7 @@ class Reconciler:
             )
             return Outcome(requeue_after=self._timing.short)
 
-        phase = self._phase(observation)
+        phase = self._waited(ep, self._phase(observation))
         await self._recorder.record(ep, phase, observation)
         if phase.kind == "ready":
             return Outcome(requeue_after=self._jitter(self._timing.poll))
@@ -345,6 +364,24 @@ class Reconciler:
             config.metadata.name,
             {"metadata": {"finalizers": [*config.metadata.finalizers, naming.FINALIZER]}},
             resource_version=config.metadata.resource_version,
+        )
+
+    def _waited(self, ep: types.InferenceEndpoint, phase: Phase) -> Phase:
+        """A capacity wait turns Stalled once it outlasts scaling.capacityTimeout."""
+        if phase.reason != recording.CAPACITY_WAIT:
+            return phase
+        timeout = defaults.capacity_timeout_seconds(ep.spec)
+        since = _parse(ep.status.waiting_for_capacity_since or "")
+        if timeout is None or since is None:
+            return phase
+        waited = (self._clock() - since).total_seconds()
+        if waited < timeout:
+            return phase
+        return Phase(
+            "stalled",
+            recording.CAPACITY_STALL,
+            f"{phase.message}; waited {waited:.0f}s, longer than scaling.capacityTimeout"
+            f" ({timeout:.0f}s)",
         )
 
     @staticmethod

@@ -22,6 +22,10 @@ from ferry.providers.base import Observation
 
 log = logging.getLogger(__name__)
 
+#: Reasons of a capacity wait: progressing, then stalled after scaling.capacityTimeout.
+CAPACITY_WAIT = "WaitingForCapacity"
+CAPACITY_STALL = "InsufficientGPUCapacity"
+
 
 def _replicas_column(observation: Observation) -> str | None:
     """The READY printer column: ready/desired, or what the platform does say."""
@@ -57,6 +61,10 @@ def status_for(
             observation.resolved_model_version or old.resolved_model_version
         )
         new.release_number = observation.release_number
+    if phase.reason in (CAPACITY_WAIT, CAPACITY_STALL):
+        new.waiting_for_capacity_since = old.waiting_for_capacity_since or conditions.rfc3339(now)
+    elif phase.kind != "paused":
+        new.waiting_for_capacity_since = None
     new.conditions = conditions.compute(phase, old.conditions, ep.metadata.generation, now)
     return new
 
@@ -76,7 +84,10 @@ class Recorder:
         new = status_for(ep, phase, observation, self._clock())
         if new == old:
             return
-        body = new.model_dump(by_alias=True, exclude_none=True)
+        body: dict[str, Any] = new.model_dump(by_alias=True, exclude_none=True)
+        # A merge patch keeps what it does not mention: clear what went away.
+        for gone in old.model_dump(by_alias=True, exclude_none=True).keys() - body.keys():
+            body[gone] = None
         await self._kube.patch_status(
             kube_api.ENDPOINT, ep.metadata.namespace or "default", ep.metadata.name, body
         )

@@ -22,6 +22,7 @@ from ferry.providers.base import (
     ClientConfig,
     Observation,
     PermanentProviderError,
+    Problem,
     ProviderError,
     Target,
     TransientProviderError,
@@ -57,6 +58,7 @@ class Platform:
     list_lag: int = 0
     up_to_date: bool = True
     hang: bool = False
+    problem: Problem | None = None
     clients_built: int = 0
     clients_closed: int = 0
 
@@ -105,6 +107,7 @@ class FuncProvider:
             desired_replicas=1,
             ready_replicas=found.get("ready", 1),
             diff=[] if p.up_to_date else ["workers.max"],
+            problem=p.problem,
         )
 
     async def create(self, target: Target, external_name: str | None) -> str:
@@ -586,3 +589,44 @@ async def test_provider_config_finalizer_follows_use(world: World) -> None:
     del world.kube.objects[("InferenceEndpoint", NS, "llm")]
     await configs.reconcile(NS, "rp")
     assert world.kube.obj("ProviderConfig", "rp") is None
+
+
+async def test_old_crd_defaults_are_stripped_before_anything_else(world: World) -> None:
+    world.kube.put(
+        endpoint(
+            "old",
+            server={"image": "img:1", "port": 8000, "args": [], "env": []},
+            spot={"policy": "on-demand", "drainGraceSeconds": 120},
+        )
+    )
+    out = await world.run("old")
+    spec = world.ep("old")["spec"]
+    assert spec["server"] == {"image": "img:1"}
+    assert "spot" not in spec
+    assert world.platform.calls == [], "the platform is contacted only after the migration"
+    assert out.requeue_after == 0.0
+
+
+async def test_a_capacity_wait_turns_stalled_after_capacity_timeout(world: World) -> None:
+    world.kube.put(endpoint(scaling={"minReplicas": 1, "maxReplicas": 1, "capacityTimeout": "5m"}))
+    await world.run()
+    world.platform.problem = Problem(
+        "WaitingForCapacity", "1 worker throttled: no capacity in ADA_24", stalled=False
+    )
+    await world.run()
+    reconciling = world.condition("Reconciling")
+    assert (reconciling["status"], reconciling["reason"]) == ("True", "WaitingForCapacity")
+    since = world.ep()["status"]["waitingForCapacitySince"]
+    world.clock.advance(299)
+    await world.run()
+    assert world.condition("Stalled")["status"] == "False"
+    assert world.ep()["status"]["waitingForCapacitySince"] == since, "the wait keeps its start"
+    world.clock.advance(2)
+    await world.run()
+    stalled = world.condition("Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "InsufficientGPUCapacity")
+    assert "capacityTimeout" in stalled["message"]
+    world.platform.problem = None
+    await world.run()
+    assert world.condition("Ready")["status"] == "True"
+    assert "waitingForCapacitySince" not in world.ep()["status"]

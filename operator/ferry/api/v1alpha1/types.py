@@ -605,6 +605,16 @@ class InferenceEndpointStatus(Model):
             )
         ),
     ] = None
+    waiting_for_capacity_since: Annotated[
+        str | None,
+        Field(
+            description=(
+                "When replicas started waiting for GPU capacity (RFC 3339); after"
+                " scaling.capacityTimeout of waiting the endpoint turns Stalled. Unset when"
+                " nothing waits."
+            )
+        ),
+    ] = None
     running_containers: Annotated[
         int | None,
         Field(description="modal: containers running now, as Modal's stats report them."),
