@@ -424,12 +424,14 @@ def admin_routes(
     calls: CallCounter,
     describe: Callable[[], dict[str, Any]],
     reset: Callable[[], Awaitable[None]],
+    advance: Callable[[float], Awaitable[None]],
     on_clock_change: Callable[[], Awaitable[None]],
 ) -> list[Route]:
     """The controls every fake serves under `/_sandbox/` on its API port.
 
     - `GET /_sandbox`: what this fake is and its options.
-    - `GET /_sandbox/clock`; `POST /_sandbox/clock {advanceSeconds?, speed?}`.
+    - `GET /_sandbox/clock`; `POST /_sandbox/clock {advanceSeconds?, speed?}`. A step is
+      handed to `advance`, so a fake can stop at every event inside it, in time order.
     - `GET /_sandbox/faults`; `POST /_sandbox/faults {method, route, kind, ...}` (201);
       `DELETE /_sandbox/faults` (all); `DELETE /_sandbox/faults/{faultId}`.
     - `GET /_sandbox/calls`; `DELETE /_sandbox/calls`.
@@ -453,7 +455,7 @@ def admin_routes(
         if change.speed is not None:
             clock.set_speed(change.speed)
         if change.advance_seconds:
-            clock.advance(change.advance_seconds)
+            await advance(change.advance_seconds)
         await on_clock_change()
         return admin_json(clock.describe())
 

@@ -150,6 +150,7 @@ class RunPodSandbox:
             calls=self.calls,
             describe=self.describe,
             reset=self.reset,
+            advance=self._advance,
             on_clock_change=self._clock_changed,
         )
         admin += self._admin_routes(auth)
@@ -189,6 +190,9 @@ class RunPodSandbox:
         self.platform.reset()
         self.faults.clear()
         self.calls.reset()
+
+    async def _advance(self, seconds: float) -> None:
+        self.platform.advance(seconds)
 
     async def _clock_changed(self) -> None:
         self.platform.tick()

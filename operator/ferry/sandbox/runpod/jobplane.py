@@ -228,8 +228,11 @@ async def _openai(platform: RunPodPlatform, notifier: Notifier, call: Call, rout
         try:
             while True:
                 while sent < len(job.stream):
-                    yield _sse_bytes(job.stream[sent])
+                    chunk = _sse_bytes(job.stream[sent])
+                    yield chunk
                     sent += 1
+                    if chunk.rstrip().endswith(b"data: [DONE]"):
+                        return  # the client has its whole answer; the job completes by itself
                 if job.done:
                     if job.status != "COMPLETED":
                         message = _error_message(job)
@@ -238,7 +241,12 @@ async def _openai(platform: RunPodPlatform, notifier: Notifier, call: Call, rout
                     return
                 await notifier.wait_until(_progressed(job, sent), OPENAI_WAIT_S)
         finally:
-            if not job.done:  # the client went away: stop the job like RunPod does
+            finished = (
+                sent
+                and job.stream
+                and _sse_bytes(job.stream[sent - 1]).rstrip().endswith(b"data: [DONE]")
+            )
+            if not job.done and not finished:  # the client went away: stop the job
                 with contextlib.suppress(Problem):
                     platform.cancel(job.endpoint_id, job.id)
 

@@ -572,6 +572,53 @@ class RunPodPlatform:
             self._simulate(now)
         self._changed()
 
+    def advance(self, seconds: float) -> None:
+        """Step the clock by `seconds`, stopping at every event inside the step, in order.
+
+        A boot ending, a simulated job finishing, an idle timeout or a queue delay expiring
+        inside the step happen at their own time, so one big step ends where the same time
+        passing at speed 1 would have.
+        """
+        target = self.clock.now() + seconds
+        for _ in range(100_000):
+            now = self.clock.now()
+            when = self.next_event(now)
+            if when is None or when > target:
+                break
+            self.clock.advance(when - now)
+            self.tick()
+        self.clock.advance(max(0.0, target - self.clock.now()))
+        self.tick()
+
+    def next_event(self, now: float) -> float | None:
+        """The earliest moment after `now` at which `tick()` would change something."""
+        times: list[float] = []
+        for w in self.workers.values():
+            ep = self.endpoints.get(w.endpoint_id)
+            if w.ready_at is not None and w.ready_at > now:
+                times.append(w.ready_at)
+            if w.unhealthy_at is not None:
+                times.append(w.unhealthy_at + self.options.unhealthy_linger_seconds)
+            if ep is not None and ep.idle_timeout and w.idle_since is not None and not w.jobs:
+                times.append(w.idle_since + ep.idle_timeout)
+        for job in self.jobs.values():
+            if job.status != "IN_PROGRESS" or job.started_at is None:
+                continue
+            if not self.options.inference:
+                times.append(job.started_at + self.options.sim_job_seconds)
+            ep = self.endpoints.get(job.endpoint_id)
+            if ep is not None and ep.timeout_ms > 0:
+                times.append(job.started_at + ep.timeout_ms / 1000)
+        for ep in self.endpoints.values():
+            queue = self.queues.get(ep.id)
+            if queue and ep.scaler == "QUEUE_DELAY":
+                delay = float(ep.scaling["queueDelay"])
+                times.append(self.jobs[queue[0]].submitted_at + delay)
+                times.append(self._last_scale_up.get(ep.id, now) + delay)
+        # Comparisons in the scaler are strict ("waited more than"): step just past the moment.
+        later = [t + 1e-6 for t in times if t + 1e-6 > now]
+        return min(later) if later else None
+
     # ---- internals -----------------------------------------------------------------------
 
     def _workers_of(self, endpoint_id: str) -> list[Worker]:
