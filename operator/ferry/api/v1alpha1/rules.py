@@ -21,6 +21,14 @@ from ferry.api.v1alpha1 import platforms
 
 Rule = dict[str, str]
 
+#: Kubernetes/Go durations (a subset of Go's grammar): one or more <number><unit>
+#: with units h, m, s, ms and an optional decimal fraction: 500ms, 4s, 1.5m, 1h30m.
+#: Digits are bounded so that no accepted value overflows Go's time.Duration, which
+#: the CEL rules' `duration()` parses; `[.]` rather than an escaped dot, so the same
+#: text is a valid regex in OpenAPI, CEL and Python. `ferry.logic.durations` reads it.
+DURATION_PATTERN: Final = "^([0-9]{1,6}([.][0-9]{1,6})?(h|ms|m|s))+$"
+DURATION_MAX_LENGTH: Final = 16
+
 
 def cel(
     rule: str,
@@ -298,6 +306,7 @@ def _bounds() -> list[Rule]:
         rules.append(
             cel(
                 f"{_not(b.provider)} || !({_has(b.field)})"
+                f" || !self.{b.field}.matches('{DURATION_PATTERN}')"
                 f" || ({value} >= duration('{b.minimum}') && {value} <= duration('{b.maximum}'))",
                 f"{b.field} must be between {b.minimum} and {b.maximum} on the {b.provider}"
                 f" provider ({b.what})",
@@ -363,19 +372,25 @@ def _gpu_rules() -> list[Rule]:
                 field_path=".gpu.fallback",
             )
         )
-    pairs = tuple(f"{gpu}:{count}" for gpu, count in platforms.REPLICATE_HARDWARE)
+    counts: dict[str, list[int]] = {}
+    for gpu, count in platforms.REPLICATE_HARDWARE:
+        counts.setdefault(gpu, []).append(count)
+    pairs = " || ".join(
+        f"(self.gpu.type == '{gpu}' && self.gpu.count in {sorted(n)})" for gpu, n in counts.items()
+    )
     offered_pairs = ", ".join(
         f"{gpu} x{count} ({sku})" for (gpu, count), sku in platforms.REPLICATE_HARDWARE.items()
     )
     rules.append(
         cel(
-            f"{_not('replicate')} || (self.gpu.type + ':' + string(self.gpu.count))"
-            f" in {_cel_list(pairs)}",
+            f"{_not('replicate')} || {pairs}",
             f"gpu.type and gpu.count match no hardware of the replicate provider; it offers"
             f" {offered_pairs}",
             field_path=".gpu",
             message_expression=(
-                "'gpu.type ' + self.gpu.type + ' with gpu.count ' + string(self.gpu.count)"
+                # string(int) has no size bound for the cost estimate; gpu.count is 1-8.
+                "'gpu.type ' + self.gpu.type + ' with gpu.count '"
+                " + ['1', '2', '3', '4', '5', '6', '7', '8'][self.gpu.count - 1]"
                 f" + ' matches no hardware of the replicate provider; it offers {offered_pairs}'"
             ),
         )

@@ -26,6 +26,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 GPU_TYPES = platforms.GPU_TYPES
 GpuType = Literal["T4", "L4", "A10G", "L40S", "A100-40GB", "A100-80GB", "H100", "H200", "RTX4090"]
 assert get_args(GpuType) == GPU_TYPES, "GpuType and platforms.GPU_TYPES disagree"
+#: A bound on GPU names for the API server's CEL cost estimate (it ignores enums).
+_GPU_NAME = {"maxLength": max(len(gpu) for gpu in GPU_TYPES)}
 
 ProviderName = Literal["local", "modal", "replicate", "runpod"]
 assert get_args(ProviderName) == platforms.PROVIDERS
@@ -33,12 +35,9 @@ SpotPolicy = Literal["spot", "on-demand", "spot-with-fallback"]
 DeletionPolicy = Literal["Delete", "Orphan"]
 AutoscalerKind = Literal["ferry", "external"]
 
-#: Kubernetes/Go durations (a subset of Go's grammar): one or more <number><unit>
-#: with units h, m, s, ms and an optional decimal fraction: 500ms, 4s, 1.5m, 1h30m.
-#: Digits are bounded so that no accepted value overflows Go's time.Duration, which
-#: the CEL rules' `duration()` parses. `ferry.logic.durations` reads the same grammar.
-DURATION_PATTERN = r"^([0-9]{1,6}(\.[0-9]{1,6})?(h|ms|m|s))+$"
-DURATION_MAX_LENGTH = 16
+#: Kubernetes/Go durations: see `rules.DURATION_PATTERN`.
+DURATION_PATTERN = rules.DURATION_PATTERN
+DURATION_MAX_LENGTH = rules.DURATION_MAX_LENGTH
 #: RFC 1123 label used for names that become Kubernetes objects or provider names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -59,8 +58,10 @@ def duration_field(
     if minimum is not None and maximum is not None:
         extra = validations(
             cel(
-                f"duration(self) >= duration('{minimum}')"
-                f" && duration(self) <= duration('{maximum}')",
+                # A value the pattern refuses is reported by the pattern alone.
+                f"!self.matches('{DURATION_PATTERN}')"
+                f" || (duration(self) >= duration('{minimum}')"
+                f" && duration(self) <= duration('{maximum}'))",
                 f"must be between {minimum} and {maximum}",
             )
         )
@@ -266,6 +267,7 @@ class GpuSpec(Model):
     type: Annotated[
         GpuType,
         Field(
+            json_schema_extra=_GPU_NAME,
             description=(
                 "Portable GPU name. local: any (the cluster's nodes decide); runpod: "
                 + _gpu_offer("runpod")
@@ -274,12 +276,12 @@ class GpuSpec(Model):
                 + "; replicate: a (type, count) with a hardware SKU: "
                 + _REPLICATE_SKUS
                 + "."
-            )
+            ),
         ),
     ]
     count: Annotated[int, Field(description="GPUs per replica.", ge=1, le=8)] = 1
     fallback: Annotated[
-        list[GpuType] | None,
+        list[Annotated[GpuType, Field(json_schema_extra=_GPU_NAME)]] | None,
         Field(
             description=(
                 "GPU types to use when gpu.type has no capacity. local: in order (node"
