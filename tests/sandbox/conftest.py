@@ -90,6 +90,7 @@ class Sandbox:
 
 
 def launch(tmp: Path, *flags: str, wait: bool = True, timeout: float = 180.0) -> Sandbox:
+    tmp.mkdir(parents=True, exist_ok=True)
     urls = tmp / "urls.json"
     log_path = tmp / "sandbox.log"
     cmd = [

@@ -768,6 +768,10 @@ class RunPodPlatform:
         if self.options.inference and queue and ep.workers_max > 0:
             workers = self._ensure_backed(ep, workers, now)
         wanted = self._wanted(ep, workers, len(queue), now)
+        if self.options.inference and queue and not any(w.backed for w in workers):
+            # Only a real-process worker can run these jobs and none could start (every
+            # process is busy): simulated workers would not help; the jobs wait for a slot.
+            wanted = min(wanted, max(ep.workers_min, len(workers)))
         while len(workers) < wanted:
             workers.append(self._add_worker(ep, now, backed=False))
             self._last_scale_up[ep.id] = now
