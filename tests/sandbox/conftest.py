@@ -37,6 +37,7 @@ class Sandbox:
     jobs_url: str = ""
     token: str = ""
     clients: list[httpx.Client] = field(default_factory=list)
+    cached: dict[str, httpx.Client] = field(default_factory=dict)
 
     def client(self, base: str, **kwargs: Any) -> httpx.Client:
         headers = kwargs.pop("headers", {"Authorization": f"Bearer {self.token}"})
@@ -48,11 +49,17 @@ class Sandbox:
 
     @property
     def api(self) -> httpx.Client:
-        return self.client(self.api_url)
+        """A management-API client with the token (one per sandbox)."""
+        if "api" not in self.cached:
+            self.cached["api"] = self.client(self.api_url)
+        return self.cached["api"]
 
     @property
     def jobs(self) -> httpx.Client:
-        return self.client(self.jobs_url)
+        """A job-plane client with the token (one per sandbox)."""
+        if "jobs" not in self.cached:
+            self.cached["jobs"] = self.client(self.jobs_url)
+        return self.cached["jobs"]
 
     def advance(self, seconds: float) -> dict[str, Any]:
         r = httpx.post(

@@ -43,6 +43,8 @@ from ferry.sandbox.runpod import billing, catalog, endpoints
 from ferry.sandbox.runpod.endpoints import Endpoint
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+# Finished jobs are kept this long (sandbox seconds) for /status, then forgotten.
+JOB_RETENTION_S = 3600.0
 INFERENCE_OFF_MESSAGE = (
     "ferry sandbox: inference is off (--inference off), so no model server runs and this job "
     "produced no output; start the sandbox with --inference on for real tokens"
@@ -208,6 +210,9 @@ class RunPodPlatform:
         self.capacity: dict[str, int | None] = {}
         self.segments: dict[str, billing.Segment] = {}
         self.retired: dict[str, Worker] = {}
+        self._by_endpoint: dict[str, dict[str, Worker]] = {}
+        self._running: dict[str, Job] = {}
+        self._finished: deque[tuple[float, str]] = deque()
         self._last_scale_up: dict[str, float] = {}
         self._listeners: list[Callable[[], None]] = []
         if self.options.inference and processes is None:
@@ -235,6 +240,9 @@ class RunPodPlatform:
         self.capacity.clear()
         self.segments.clear()
         self.retired.clear()
+        self._by_endpoint.clear()
+        self._running.clear()
+        self._finished.clear()
         self._last_scale_up.clear()
         self._changed()
 
@@ -272,10 +280,11 @@ class RunPodPlatform:
             self._gone(worker, now)
         for job_id in list(self.queues.pop(endpoint_id, ())):
             self._finish(self.jobs[job_id], "CANCELLED", now)
-        for job in self.jobs.values():
-            if job.endpoint_id == endpoint_id and not job.done:
+        for job in list(self._running.values()):
+            if job.endpoint_id == endpoint_id:
                 self._finish(job, "CANCELLED", now)
         del self.endpoints[endpoint_id]
+        self._by_endpoint.pop(endpoint_id, None)
         self._changed()
 
     def list_endpoints(self) -> list[Endpoint]:
@@ -601,8 +610,8 @@ class RunPodPlatform:
                 times.append(w.unhealthy_at + self.options.unhealthy_linger_seconds)
             if ep is not None and ep.idle_timeout and w.idle_since is not None and not w.jobs:
                 times.append(w.idle_since + ep.idle_timeout)
-        for job in self.jobs.values():
-            if job.status != "IN_PROGRESS" or job.started_at is None:
+        for job in self._running.values():
+            if job.started_at is None:
                 continue
             if not self.options.inference:
                 times.append(job.started_at + self.options.sim_job_seconds)
@@ -622,10 +631,8 @@ class RunPodPlatform:
     # ---- internals -----------------------------------------------------------------------
 
     def _workers_of(self, endpoint_id: str) -> list[Worker]:
-        return sorted(
-            (w for w in self.workers.values() if w.endpoint_id == endpoint_id),
-            key=lambda w: w.created_at,
-        )
+        """The endpoint's live workers, oldest first."""
+        return list(self._by_endpoint.get(endpoint_id, {}).values())
 
     def _add_worker(self, ep: Endpoint, now: float, *, backed: bool) -> Worker:
         worker = Worker(
@@ -638,6 +645,7 @@ class RunPodPlatform:
             backed=backed,
         )
         self.workers[worker.id] = worker
+        self._by_endpoint.setdefault(ep.id, {})[worker.id] = worker
         self._place(worker, ep, now)
         return worker
 
@@ -679,6 +687,7 @@ class RunPodPlatform:
 
     def _start(self, job: Job, worker: Worker, now: float) -> None:
         job.status, job.started_at, job.worker_id = "IN_PROGRESS", now, worker.id
+        self._running[job.id] = job
         if not worker.jobs:
             worker.busy_since = now
         worker.jobs.add(job.id)
@@ -687,6 +696,8 @@ class RunPodPlatform:
     def _finish(self, job: Job, status: str, now: float) -> None:
         was_running = job.status == "IN_PROGRESS"
         job.status, job.finished_at = status, now
+        self._running.pop(job.id, None)
+        self._finished.append((now, job.id))
         worker = self.workers.get(job.worker_id or "")
         if worker is not None and job.id in worker.jobs:
             worker.jobs.discard(job.id)
@@ -706,6 +717,7 @@ class RunPodPlatform:
             worker.busy_since = None
         worker.gone_at = now
         self.workers.pop(worker.id, None)
+        self._by_endpoint.get(worker.endpoint_id, {}).pop(worker.id, None)
         self.retired[worker.id] = worker
         segment = self.segments.get(worker.id)
         if segment is not None:
@@ -721,8 +733,11 @@ class RunPodPlatform:
             self._gone(worker, now)
 
     def _expire_jobs(self, now: float) -> None:
-        for job in self.jobs.values():
-            if job.status != "IN_PROGRESS" or job.started_at is None:
+        while self._finished and self._finished[0][0] < now - JOB_RETENTION_S:
+            _, job_id = self._finished.popleft()
+            self.jobs.pop(job_id, None)
+        for job in list(self._running.values()):
+            if job.started_at is None:
                 continue
             ep = self.endpoints.get(job.endpoint_id)
             if ep is not None and ep.timeout_ms > 0 and now - job.started_at > ep.timeout_ms / 1000:
