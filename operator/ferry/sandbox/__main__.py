@@ -232,12 +232,12 @@ async def _serve(args: argparse.Namespace) -> int:
         await asyncio.wait({stopped, serve_task}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
     finally:
-        _say("stopping: servers, then worker processes")
-        runner.stop()
+        _say("stopping: worker processes, then servers")
         ticker.cancel()
+        await sandbox.close()
+        runner.stop()
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(serve_task, timeout=10)
-        await sandbox.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if args.urls_file:

@@ -181,7 +181,12 @@ class RunPodSandbox:
             await asyncio.sleep(TICK_INTERVAL_S)
 
     async def close(self) -> None:
-        """Stop every real worker process and wait for them."""
+        """Stop every real worker process and wait for them.
+
+        The workers go first, so their pending job polls are answered at once and each
+        process's runpod loop sees SIGTERM between polls and exits promptly.
+        """
+        self.platform.stop_workers()
         if self.pool is not None:
             await self.pool.stop_all()
 

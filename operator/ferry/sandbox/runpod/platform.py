@@ -246,6 +246,13 @@ class RunPodPlatform:
         self._last_scale_up.clear()
         self._changed()
 
+    def stop_workers(self) -> None:
+        """Every worker goes (their processes are told to stop); used at shutdown."""
+        now = self.clock.now()
+        for worker in list(self.workers.values()):
+            self._gone(worker, now)
+        self._changed()
+
     # ---- management API --------------------------------------------------------------------
 
     def create_endpoint(self, body: dict[str, Any]) -> Endpoint:
