@@ -76,6 +76,7 @@ class Serving:
             _Server(
                 uvicorn.Config(
                     lst.app,
+                    log_config=None,  # the sandbox's own log format: every line says sandbox
                     log_level=log_level,
                     access_log=False,
                     lifespan="off",
