@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from ferry_server.devtools import build_model
@@ -49,6 +50,8 @@ class ServerProcess:
                 "HF_HOME": str(log_path.parent / "hf-empty"),
                 "TOKENIZERS_PARALLELISM": "false",
                 "OMP_NUM_THREADS": "1",
+                # Tests that are about the drain set their own; the rest exit at once.
+                "FERRY_DRAIN_PROPAGATION_S": "0",
                 **env,
             }
         )
@@ -93,7 +96,15 @@ class ServerProcess:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Byte-level BPE tokenizer (GPT-2, Llama 3, Qwen)."""
     return build_model(tmp_path_factory.mktemp("model") / "tiny", preset="tiny")
+
+
+@pytest.fixture(scope="session")
+def sp_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SentencePiece-style BPE with byte fallback (Llama 2, Mistral)."""
+    return build_model(tmp_path_factory.mktemp("model") / "tiny-sp", preset="tiny",
+                       tokenizer="sentencepiece")
 
 
 @pytest.fixture(scope="session")
@@ -148,6 +159,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, hf_home: Path) -> Iterator[
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {AUTH_TOKEN}"}
     with httpx.Client(base_url=server.url, headers=headers, timeout=60.0) as c:
+        yield c
+
+
+@pytest.fixture
+def openai_client(server: ServerProcess) -> Iterator[openai.OpenAI]:
+    """The official client against the shared server; no retries, so every call is one."""
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key=AUTH_TOKEN, max_retries=0,
+                       timeout=120.0) as c:
         yield c
 
 

@@ -174,7 +174,8 @@ def test_runpod_openai_route_answers_what_the_http_api_answers(tiny_model: Path)
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     content = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     assert content == direct["choices"][0]["message"]["content"]
-    assert chunks[-1]["usage"]["completion_tokens"] == 4
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert not any("usage" in c for c in chunks)  # only with stream_options.include_usage
     assert completion[0]["usage"]["completion_tokens"] == 2
     assert models[0]["data"][0]["object"] == "model"
     # Errors: the HTTP status and the OpenAI error body, as JSON text in "error".

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ferry_server.config import Settings
+from ferry_server.dataplane import drain_timeline
 from ferry_server.engine.factory import choose_engine
 from ferry_server.errors import ModelLoadError, ModelTooLarge
 from ferry_server.model_source import (
@@ -15,7 +16,7 @@ from ferry_server.model_source import (
     resolve_model_dir,
     weight_bytes,
 )
-from ferry_server.spot import is_termination_notice
+from ferry_server.spot import MetadataUnavailable, Notice, parse_notice
 
 
 def test_settings_from_env_and_token_indirection() -> None:
@@ -36,11 +37,37 @@ def test_settings_from_env_and_token_indirection() -> None:
     ({"FERRY_PORT": "eighty"}, "FERRY_PORT"),
     ({"FERRY_ENGINE": "onnx"}, "FERRY_ENGINE"),
     ({"FERRY_MAX_BATCH_SIZE": "0"}, "FERRY_MAX_BATCH_SIZE"),
-    ({"FERRY_DRAIN_GRACE_S": "-1"}, "FERRY_DRAIN_GRACE_S"),
-])
+    ({"FERRY_DRAIN_GRACE_S": "-1"}, "FERRY_DRAIN_GRACE_S must be between 1 and 3600 seconds"),
+    ({"FERRY_DRAIN_GRACE_S": "0"}, "FERRY_DRAIN_GRACE_S must be between 1 and 3600 seconds"),
+    ({"FERRY_DRAIN_GRACE_S": "0.5"}, "FERRY_DRAIN_GRACE_S must be between 1 and 3600 seconds"),
+    ({"FERRY_DRAIN_GRACE_S": "3601"}, "FERRY_DRAIN_GRACE_S must be between 1 and 3600 seconds"),
+    ({"FERRY_DRAIN_GRACE_S": "nan"}, "FERRY_DRAIN_GRACE_S must be between 1 and 3600 seconds"),
+    ({"FERRY_DRAIN_PROPAGATION_S": "-1"}, "FERRY_DRAIN_PROPAGATION_S"),
+], ids=["port", "engine", "batch", "grace-negative", "grace-zero", "grace-half", "grace-over",
+        "grace-nan", "propagation-negative"])
 def test_bad_settings_name_the_variable(env: dict[str, str], needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize("grace", ["1", "60", "3600"])
+def test_drain_grace_accepts_the_operators_whole_range(grace: str) -> None:
+    assert Settings.from_env({"FERRY_DRAIN_GRACE_S": grace}).drain_grace_s == float(grace)
+
+
+@pytest.mark.parametrize(("grace", "propagation", "expected"), [
+    (30, 5, (5, 28)),
+    (60, 5, (5, 58)),
+    (5, 5, (2, 4)),
+    (1, 5, (0.4, 0.8)),
+    (30, 0, (0, 28)),
+], ids=["default", "long-grace", "short-grace", "minimum-grace", "no-propagation"])
+def test_drain_timeline_fits_inside_the_grace(
+    grace: float, propagation: float, expected: tuple[float, float]
+) -> None:
+    got = drain_timeline(grace, propagation)
+    assert got == pytest.approx(expected)
+    assert got[0] <= got[1] < grace
 
 
 def test_engine_choice() -> None:
@@ -82,13 +109,27 @@ def test_model_too_large_names_model_size_and_free_memory() -> None:
     check_fits("small", 2**30, "cpu", 8 * 2**30)
 
 
-@pytest.mark.parametrize(("status", "body", "notice"), [
-    (404, "Not Found", False),
-    (200, '{"action": "terminate", "time": "2026-01-01T00:00:00Z"}', True),
-    (200, "FALSE", False),
-    (200, "TRUE", True),
-    (200, "", False),
-    (500, "TRUE", False),
-])
-def test_spot_notice_parsing(status: int, body: str, notice: bool) -> None:
-    assert is_termination_notice(status, body) is notice
+NOW = 1_767_225_000.0  # 2025-12-31T23:50:00Z
+
+
+@pytest.mark.parametrize(("kind", "status", "body", "notice"), [
+    ("aws", 404, "Not Found", None),
+    ("aws", 200, '{"action": "terminate", "time": "2026-01-01T00:00:00Z"}',
+     Notice("terminate", 1_767_225_600.0, False, NOW)),
+    ("aws", 200, '{"action": "stop", "time": "2026-01-01T00:00:00+00:00"}',
+     Notice("stop", 1_767_225_600.0, False, NOW)),
+    ("aws", 200, "not json", Notice("terminate", NOW + 120, True, NOW)),
+    ("gce", 200, "FALSE", None),
+    ("gce", 200, "TRUE", Notice("preempt", NOW + 30, True, NOW)),
+    ("gce", 200, "", None),
+], ids=["aws-none", "aws-terminate", "aws-stop", "aws-unparsed", "gce-false", "gce-true",
+        "gce-empty"])
+def test_spot_notice_parsing(kind: str, status: int, body: str, notice: Notice | None) -> None:
+    assert parse_notice(kind, status, body, NOW) == notice
+
+
+@pytest.mark.parametrize(("kind", "status"), [("aws", 401), ("aws", 403), ("aws", 500),
+                                              ("gce", 404), ("gce", 503)])
+def test_spot_answers_that_say_nothing_are_errors_not_no_notice(kind: str, status: int) -> None:
+    with pytest.raises(MetadataUnavailable, match=str(status)):
+        parse_notice(kind, status, "TRUE", NOW)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,26 +23,46 @@ from ferry_server.spot import SpotWatcher
 log = logging.getLogger("ferry_server")
 
 
+# Union members pydantic adds to an error's location ("prompt" -> "str" / "list[str]").
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def param_path(loc: Sequence[int | str]) -> str:
+    """An error location as OpenAI names parameters: ("messages", 0, "content") ->
+    "messages[0].content"."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in _UNION_TAGS or "[" in part or "-" in part:
+            break
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
         return "invalid request body", None
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    loc = [p for p in first.get("loc", ()) if p != "body"]
     if first.get("type") == "json_invalid":
         return "request body is not valid JSON", None
     if first.get("type") == "missing" and not loc:
         return "request body is missing", None
-    where = ".".join(loc) or "body"
+    where = param_path(loc) or "body"
+    if first.get("type") == "extra_forbidden":
+        return (f"{where}: unknown parameter; this server rejects what it does not honour "
+                "rather than ignore it", where)
     # Never echo the offending input back: it may be a large or private prompt.
-    return f"{where}: {first.get('msg', 'invalid value')}", (loc[0] if loc else None)
+    return f"{where}: {first.get('msg', 'invalid value')}", (where if loc else None)
 
 
 def build_dataplane(settings: Settings) -> DataPlane:
     """Engine + metrics + data plane for these settings (the engine is not loaded yet)."""
     metrics = Metrics()
-    engine = create_engine(settings, on_batch=metrics.batch_size.observe)
-    return DataPlane(settings, engine, metrics)
+    return DataPlane(settings, create_engine(settings, metrics), metrics)
 
 
 def create_app(settings: Settings | None = None, dataplane: DataPlane | None = None) -> FastAPI:
@@ -55,11 +75,14 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
         watcher: SpotWatcher | None = None
         await dp.start()
         if settings.spot_metadata_url:
+            # Reports notices only (D11); the drain comes with SIGTERM, ordered by the operator.
             watcher = SpotWatcher(
                 settings.spot_metadata_url,
                 settings.spot_poll_interval_s,
-                on_notice=lambda _body: dp.begin_drain("spot termination notice"),
+                on_notice=dp.report_spot_notice,
+                on_error=lambda _error: dp.metrics.spot_errors.inc(),
             )
+            dp.spot = watcher
             watcher.start()
             log.info("watching %s for spot termination notices", settings.spot_metadata_url)
         try:

@@ -27,6 +27,10 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
 
 
+# FERRY_DRAIN_GRACE_S, the operator's spot.drainGraceSeconds: one range on both sides (D19).
+DRAIN_GRACE_RANGE_S = (1, 3600)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the server process needs to know, resolved once at start-up."""
@@ -43,6 +47,7 @@ class Settings:
     max_batch_size: int = 8
     batch_window_ms: float = 5.0
     drain_grace_s: float = 30.0
+    drain_propagation_s: float = 5.0
     spot_metadata_url: str = ""
     spot_poll_interval_s: float = 5.0
     max_tokens_limit: int = 2048
@@ -78,6 +83,7 @@ class Settings:
             max_batch_size=_int(e, "FERRY_MAX_BATCH_SIZE", 8),
             batch_window_ms=_float(e, "FERRY_BATCH_WINDOW_MS", 5.0),
             drain_grace_s=_float(e, "FERRY_DRAIN_GRACE_S", 30.0),
+            drain_propagation_s=_float(e, "FERRY_DRAIN_PROPAGATION_S", 5.0),
             spot_metadata_url=e.get("FERRY_SPOT_METADATA_URL", ""),
             spot_poll_interval_s=_float(e, "FERRY_SPOT_POLL_INTERVAL_S", 5.0),
             max_tokens_limit=_int(e, "FERRY_MAX_TOKENS_LIMIT", 2048),
@@ -98,8 +104,19 @@ class Settings:
             raise ValueError("FERRY_MAX_BATCH_SIZE must be at least 1")
         if self.batch_window_ms < 0:
             raise ValueError("FERRY_BATCH_WINDOW_MS must not be negative")
-        if self.drain_grace_s <= 0:
-            raise ValueError("FERRY_DRAIN_GRACE_S must be positive")
+        lo, hi = DRAIN_GRACE_RANGE_S
+        if not lo <= self.drain_grace_s <= hi:
+            # The operator's spot.drainGraceSeconds has the same range (D19), so a value the
+            # API server accepted always starts here.
+            raise ValueError(
+                f"FERRY_DRAIN_GRACE_S must be between {lo} and {hi} seconds (the range of "
+                f"spot.drainGraceSeconds), got {self.drain_grace_s:g}"
+            )
+        if not 0 <= self.drain_propagation_s <= hi:
+            raise ValueError(
+                f"FERRY_DRAIN_PROPAGATION_S must be between 0 and {hi} seconds, "
+                f"got {self.drain_propagation_s:g}"
+            )
         if self.spot_poll_interval_s <= 0:
             raise ValueError("FERRY_SPOT_POLL_INTERVAL_S must be positive")
         if self.max_tokens_limit < 1:

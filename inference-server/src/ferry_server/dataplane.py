@@ -10,11 +10,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from ferry_server.config import Settings
 from ferry_server.engine.base import (
+    LOGIT_BIAS,
+    LOGPROBS,
+    PENALTIES,
     Engine,
     GenerationRequest,
     GenerationResult,
@@ -29,8 +32,24 @@ from ferry_server.errors import (
     ModelNotReady,
 )
 from ferry_server.metrics import Metrics
+from ferry_server.spot import Notice, SpotWatcher
 
 log = logging.getLogger("ferry_server.dataplane")
+
+# Completions' legacy default; chat has none (bounded by the context and the server's limit).
+DEFAULT_MAX_TOKENS = 16
+
+
+def drain_timeline(grace_s: float, propagation_s: float) -> tuple[float, float]:
+    """(propagation delay, deadline), in seconds after SIGTERM.
+
+    The process must be gone by `grace_s` (the pod's terminationGracePeriodSeconds is set a
+    little above it), so the deadline keeps a margin for uvicorn's shutdown and the exit, and
+    the propagation delay, during which requests are still accepted while Kubernetes takes the
+    pod out of its Services, takes at most half of what is left.
+    """
+    deadline = grace_s - min(2.0, grace_s * 0.2)
+    return min(propagation_s, deadline / 2), deadline
 
 
 class DataPlane:
@@ -40,8 +59,11 @@ class DataPlane:
         self.settings = settings
         self.engine = engine
         self.metrics = metrics
-        self.draining = False
+        self.draining = False  # SIGTERM came: readiness is off
+        self.accepting = True  # false once the propagation delay is over
         self.drain_reason = ""
+        self.spot: SpotWatcher | None = None
+        self.spot_notice: Notice | None = None
         self.load_error: str | None = None
         self.on_drained: Callable[[], None] | None = None
         self.on_fatal: Callable[[], None] | None = None
@@ -108,7 +130,7 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        """Model loaded, engine healthy, and not draining."""
+        """Model loaded, engine healthy, and no SIGTERM (a spot notice alone keeps it ready)."""
         return self._loaded and not self.draining and self.engine.healthy()
 
     def _update_ready(self) -> None:
@@ -122,7 +144,7 @@ class DataPlane:
 
     def admit(self) -> None:
         """Count a request in, or refuse it with Draining."""
-        if self.draining:
+        if not self.accepting:
             raise Draining("server is draining; retry on another replica")
         self._inflight += 1
         self._idle.clear()
@@ -144,22 +166,47 @@ class DataPlane:
         finally:
             self.release()
 
-    def begin_drain(self, reason: str) -> None:
-        """Turn readiness off now, refuse new requests, and exit once in-flight work is done."""
+    def report_spot_notice(self, notice: Notice) -> None:
+        """Show a spot notice on /metrics and /readyz and keep serving (D11: the operator
+        orders the drain, which reaches this process as SIGTERM)."""
+        self.spot_notice = notice
+        self.metrics.spot_notice_deadline.set(notice.deadline)
+
+    def begin_drain(self, reason: str, propagate: bool = True) -> None:
+        """Turn readiness off now; after the propagation delay refuse new requests; exit once
+        in-flight work is done or the grace runs out.
+
+        `propagate=False` (SIGINT, a person at a terminal) skips the delay.
+        """
         if self.draining:
             return
         self.draining = True
         self.drain_reason = reason
         self.metrics.draining.set(1)
         self._update_ready()
-        log.warning("draining (%s): %d request(s) in flight", reason, self._inflight)
-        self._drain_task = asyncio.get_running_loop().create_task(self._drain(), name="ferry-drain")
+        propagation, deadline = drain_timeline(
+            self.settings.drain_grace_s, self.settings.drain_propagation_s if propagate else 0.0
+        )
+        log.warning(
+            "draining (%s): %d request(s) in flight; accepting new ones for %.1f s more, "
+            "exiting within %.1f s", reason, self._inflight, propagation, deadline,
+        )
+        self._drain_task = asyncio.get_running_loop().create_task(
+            self._drain(propagation, deadline), name="ferry-drain"
+        )
 
-    async def _drain(self) -> None:
-        grace = self.settings.drain_grace_s
-        budget = max(grace - min(2.0, grace * 0.2), grace * 0.5)
+    async def _drain(self, propagation: float, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if propagation > 0:
+            # Endpoints controllers and load balancers learn of the SIGTERM only now; requests
+            # they still send here must not fail (a rolling update would lose them).
+            await asyncio.sleep(propagation)
+        self.accepting = False
+        log.warning("no longer accepting requests: %d in flight", self._inflight)
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout=budget)
+            remaining = max(deadline - (loop.time() - started), 0.0)
+            await asyncio.wait_for(self._idle.wait(), timeout=remaining)
             log.info("drain complete: no requests in flight")
         except TimeoutError:
             log.error("drain grace ran out with %d request(s) in flight", self._inflight)
@@ -186,10 +233,19 @@ class DataPlane:
         stop: str | list[str] | None = None,
         seed: int | None = None,
         ignore_eos: bool = False,
+        fit_context: bool = False,
+        logprobs: int | None = None,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        logit_bias: dict[int, float] | None = None,
     ) -> GenerationRequest:
-        """Validate sampling parameters against the server's limits."""
+        """Validate sampling parameters against the server's limits and the engine.
+
+        `max_tokens=None` means the legacy completions default of 16, or, with
+        `fit_context=True` (chat), as many as the context and the server's limit allow.
+        """
         limit = self.settings.max_tokens_limit
-        n = 16 if max_tokens is None else max_tokens
+        n = (limit if fit_context else DEFAULT_MAX_TOKENS) if max_tokens is None else max_tokens
         if n < 1:
             raise InvalidInput(f"max_tokens must be at least 1, got {n}", param="max_tokens")
         if n > limit:
@@ -205,6 +261,23 @@ class DataPlane:
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if len(stops) > 4 or any(not s for s in stops):
             raise InvalidInput("stop takes at most 4 non-empty strings", param="stop")
+        for name, value in (("presence_penalty", presence_penalty),
+                            ("frequency_penalty", frequency_penalty)):
+            if not -2.0 <= value <= 2.0:
+                raise InvalidInput(f"{name} must be between -2 and 2, got {value}", param=name)
+        bias = dict(logit_bias or {})
+        for token, value in bias.items():
+            if not -100.0 <= value <= 100.0:
+                raise InvalidInput(
+                    f"logit_bias for token {token} must be between -100 and 100, got {value}",
+                    param="logit_bias",
+                )
+        self._require_feature(LOGPROBS, logprobs is not None, "logprobs")
+        self._require_feature(LOGIT_BIAS, bool(bias), "logit_bias")
+        self._require_feature(
+            PENALTIES, bool(presence_penalty or frequency_penalty),
+            "presence_penalty" if presence_penalty else "frequency_penalty",
+        )
         return GenerationRequest(
             prompt=prompt,
             max_tokens=n,
@@ -213,37 +286,63 @@ class DataPlane:
             stop=tuple(stops),
             seed=seed,
             ignore_eos=ignore_eos,
+            fit_context=fit_context and max_tokens is None,
+            logprobs=logprobs,
+            presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty,
+            logit_bias=bias,
         )
 
+    def _require_feature(self, feature: str, used: bool, param: str) -> None:
+        if used and feature not in self.engine.features:
+            raise InvalidInput(
+                f"{param} is not supported by the {self.engine.name} engine this server runs",
+                param=param,
+            )
+
     def _require_ready(self) -> None:
-        if self.draining:
-            raise Draining("server is draining; retry on another replica")
         if not self._loaded:
             raise ModelNotReady(self.load_error or "model is still loading")
 
     async def complete(self, request: GenerationRequest) -> GenerationResult:
         """Generate a whole completion."""
-        return await collect(self.stream(request))
+        async with contextlib.aclosing(self.stream(request)) as chunks:
+            return await collect(chunks)
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
+    async def complete_all(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Several completions side by side (they share batches); one failing cancels all."""
+        if len(requests) == 1:
+            return [await self.complete(requests[0])]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self.complete(r)) for r in requests]
+        except BaseExceptionGroup as failed:
+            # Clients see the first domain error (a 400, a 503), as with a single request.
+            first = next((e for e in failed.exceptions if isinstance(e, FerryError)), None)
+            if first is None:
+                raise
+            raise first from None
+        return [t.result() for t in tasks]
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[TokenChunk, None]:
         """Stream a completion, recording time to first token and tokens/s."""
         self._require_ready()
         start = time.perf_counter()
         first = True
         self.metrics.queue_depth.set(self.engine.queue_depth() + 1)
-        async for chunk in self.engine.stream(request):
-            if first:
-                self.metrics.ttft.observe(time.perf_counter() - start)
-                self.metrics.queue_depth.set(self.engine.queue_depth())
-                first = False
-            if chunk.finish_reason is not None:
-                elapsed = time.perf_counter() - start
-                self.metrics.tokens.inc(chunk.completion_tokens)
-                if elapsed > 0 and chunk.completion_tokens:
-                    self.metrics.tokens_per_second.observe(chunk.completion_tokens / elapsed)
-            yield chunk
+        async with contextlib.aclosing(self.engine.stream(request)) as chunks:
+            async for chunk in chunks:
+                if first:
+                    self.metrics.ttft.observe(time.perf_counter() - start)
+                    self.metrics.queue_depth.set(self.engine.queue_depth())
+                    first = False
+                if chunk.finish_reason is not None:
+                    elapsed = time.perf_counter() - start
+                    if elapsed > 0 and chunk.completion_tokens:
+                        self.metrics.tokens_per_second.observe(chunk.completion_tokens / elapsed)
+                yield chunk
 
-    async def primed_stream(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
+    async def primed_stream(self, request: GenerationRequest) -> AsyncGenerator[TokenChunk, None]:
         """Like `stream`, but errors before the first chunk raise here, not mid-response.
 
         HTTP handlers await this so that validation and readiness failures become proper
@@ -253,6 +352,21 @@ class DataPlane:
         first = await anext(agen)
         return _prepend(first, agen)
 
+    async def primed_streams(
+        self, requests: list[GenerationRequest]
+    ) -> list[AsyncGenerator[TokenChunk, None]]:
+        """`primed_stream` for several requests at once (queued together, so they batch)."""
+        results = await asyncio.gather(
+            *(self.primed_stream(r) for r in requests), return_exceptions=True
+        )
+        streams = [r for r in results if not isinstance(r, BaseException)]
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            for stream in streams:
+                await stream.aclose()
+            raise failed[0]
+        return streams
+
     def describe(self) -> dict[str, Any]:
         """State for /readyz bodies and logs."""
         return {
@@ -260,12 +374,22 @@ class DataPlane:
             "engine": self.engine.name,
             "loaded": self._loaded,
             "draining": self.draining,
+            "accepting": self.accepting,
             "inflight": self._inflight,
             "load_error": self.load_error,
+            "spot_notice": (
+                self.spot_notice.describe(time.time()) if self.spot_notice is not None else None
+            ),
+            "spot_watch": self.spot.status() if self.spot is not None else None,
         }
 
 
-async def _prepend(first: TokenChunk, rest: AsyncIterator[TokenChunk]) -> AsyncIterator[TokenChunk]:
-    yield first
-    async for chunk in rest:
-        yield chunk
+async def _prepend(
+    first: TokenChunk, rest: AsyncGenerator[TokenChunk, None]
+) -> AsyncGenerator[TokenChunk, None]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()  # closing this closes the engine's stream too: the row stops

@@ -26,13 +26,23 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )
         self.tokens = Counter(
-            "ferry_generated_tokens", "Tokens generated (rate() gives tokens/s)", registry=r
+            "ferry_generated_tokens",
+            "Tokens generated, counted as each decode step makes them (rate() gives tokens/s)",
+            registry=r,
         )
         self.tokens_per_second = Histogram(
             "ferry_request_tokens_per_second", "Per-request generation speed in tokens/s",
             buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000), registry=r,
         )
         self.inflight = Gauge("ferry_inflight_requests", "Requests being served", registry=r)
+        self.decoding = Gauge(
+            "ferry_decoding_requests", "Requests the engine is generating tokens for right now",
+            registry=r,
+        )
+        self.aborted = Counter(
+            "ferry_aborted_requests",
+            "Requests whose generation stopped early because the client went away", registry=r,
+        )
         self.queue_depth = Gauge(
             "ferry_queue_depth", "Requests waiting for a batch slot", registry=r
         )
@@ -44,7 +54,19 @@ class Metrics:
             ["phase"], registry=r,
         )
         self.ready = Gauge("ferry_ready", "1 when the model is loaded and not draining", registry=r)
-        self.draining = Gauge("ferry_draining", "1 once a drain has begun", registry=r)
+        self.draining = Gauge("ferry_draining", "1 once SIGTERM has started a drain", registry=r)
+        self.spot_notice_deadline = Gauge(
+            "ferry_spot_notice_deadline_seconds",
+            "Unix time by which a spot/preemption notice says this instance goes away; "
+            "0 while there is no notice",
+            registry=r,
+        )
+        self.spot_errors = Counter(
+            "ferry_spot_metadata_errors",
+            "Spot notice polls that got no answer (401/403, timeouts, 5xx): a notice could be "
+            "missed",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

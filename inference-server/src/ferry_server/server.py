@@ -1,8 +1,10 @@
 """Run the app under uvicorn with Ferry's own SIGTERM handling (graceful drain, then exit).
 
 uvicorn's default SIGTERM handling closes the listening socket at once, so clients that arrive
-during shutdown get connection errors. Ferry instead keeps listening, answers new requests with
-503 + Retry-After, lets accepted requests finish, and only then asks uvicorn to exit.
+during shutdown get connection errors. Ferry instead turns readiness off, keeps accepting
+requests for FERRY_DRAIN_PROPAGATION_S (Kubernetes removes the pod from its Services only after
+the SIGTERM, so requests keep arriving for a moment), then answers new requests with 503 +
+Retry-After, lets accepted requests finish, and only then asks uvicorn to exit.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ async def serve(settings: Settings) -> int:
             server.force_exit = True
             server.should_exit = True
             return
-        dp.begin_drain(f"received {sig.name}")
+        # SIGINT is a person at a terminal: no load balancer to wait for.
+        dp.begin_drain(f"received {sig.name}", propagate=sig == signal.SIGTERM)
 
     def on_drained() -> None:
         server.should_exit = True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
@@ -22,16 +22,40 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False
+    # max_tokens is an upper bound (the server's limit) that the engine lowers to the context
+    # the prompt leaves: chat requests without max_tokens, which have no small default.
+    fit_context: bool = False
+    # None: no logprobs; k >= 0: each generated token's logprob plus the k most likely ones.
+    logprobs: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token as OpenAI reports it: text, raw bytes and log probability (plus alternatives)."""
+
+    token: str
+    token_bytes: bytes
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
 class TokenChunk:
-    """A piece of streamed output; `finish_reason` is set on the last chunk only."""
+    """A piece of streamed output; `finish_reason` is set on the last chunk only.
+
+    `token_ids` and `logprobs` cover the tokens generated since the previous chunk; their text
+    may come in a later chunk (a character split across tokens is sent once it is complete).
+    """
 
     text: str
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    token_ids: tuple[int, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -42,20 +66,28 @@ class GenerationResult:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    token_ids: tuple[int, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 async def collect(stream: AsyncIterator[TokenChunk]) -> GenerationResult:
     """Drain a chunk stream into one result; the last chunk supplies reason and token counts."""
     parts: list[str] = []
+    ids: list[int] = []
+    logprobs: list[TokenLogprob] = []
     last = TokenChunk(text="")
     async for chunk in stream:
         parts.append(chunk.text)
+        ids.extend(chunk.token_ids)
+        logprobs.extend(chunk.logprobs)
         last = chunk
     return GenerationResult(
         text="".join(parts),
         finish_reason=last.finish_reason or "length",
         prompt_tokens=last.prompt_tokens,
         completion_tokens=last.completion_tokens,
+        token_ids=tuple(ids),
+        logprobs=tuple(logprobs),
     )
 
 
@@ -66,10 +98,17 @@ class LoadTimings:
     phases: dict[str, float] = field(default_factory=dict)
 
 
+# Optional request features; the data plane rejects a request using one its engine lacks.
+LOGPROBS = "logprobs"
+LOGIT_BIAS = "logit_bias"
+PENALTIES = "penalties"
+
+
 class Engine(abc.ABC):
     """Loads a model on `__aenter__`, frees it on `__aexit__`, and generates in between."""
 
     name: str = "engine"
+    features: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
         self.timings = LoadTimings()
@@ -100,7 +139,7 @@ class Engine(abc.ABC):
         """Render chat messages into one prompt string."""
 
     @abc.abstractmethod
-    def stream(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[TokenChunk, None]:
         """Yield the completion piece by piece; the last chunk carries the finish reason."""
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:

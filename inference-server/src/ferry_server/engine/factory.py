@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-from collections.abc import Callable
 
 from ferry_server.config import Settings
 from ferry_server.engine.base import Engine
+from ferry_server.metrics import Metrics
 
 
 def gpu_present() -> bool:
@@ -29,13 +29,13 @@ def choose_engine(settings: Settings) -> str:
     return "transformers"
 
 
-def create_engine(settings: Settings, on_batch: Callable[[int], None] | None = None) -> Engine:
-    """Build (but do not load) the engine for these settings."""
+def create_engine(settings: Settings, metrics: Metrics | None = None) -> Engine:
+    """Build (but do not load) the engine for these settings; it reports into `metrics`."""
     kind = choose_engine(settings)
     if kind == "vllm":
         from ferry_server.engine.vllm_engine import VLLMEngine
 
-        return VLLMEngine(settings)
+        return VLLMEngine(settings, metrics)
     from ferry_server.engine.transformers_engine import TransformersEngine
 
-    return TransformersEngine(settings, on_batch=on_batch)
+    return TransformersEngine(settings, metrics)

@@ -31,5 +31,9 @@ class HFTokenizerEngine(Engine):
                 messages, tokenize=False, add_generation_prompt=True
             )
             return str(rendered)
-        lines = [f"{m['role']}: {m['content']}" for m in messages]
+        lines = [
+            f"{m['role']} ({m['name']}): {m['content']}" if m.get("name")
+            else f"{m['role']}: {m['content']}"
+            for m in messages
+        ]
         return "\n".join([*lines, "assistant:"])

@@ -4,10 +4,10 @@ Batching design: requests wait in an asyncio queue. A background task takes the 
 then keeps collecting for `batch_window_ms` (or until `max_batch_size`), and hands the batch to
 a single worker thread. The worker left-pads the prompts, runs prefill once, then decodes step
 by step with the KV cache, sampling each row with its own temperature/top_p/seed and pushing
-each row's new text to that request's queue as soon as it is decoded. Rows that finish early
-(EOS, stop string, their own max_tokens, client gone) stop emitting; the batch ends when every
-row is done. Requests arriving while a batch runs form the next batch (static batching per
-window, not continuous batching; vLLM covers continuous batching on GPUs).
+each row's new text to that request's queue as soon as it is final (see detokenizer.py). Rows
+that finish early (EOS, stop string, their own max_tokens, client gone) stop within one decode
+step; the batch ends when every row is done. Requests arriving while a batch runs form the next
+batch (static batching per window, not continuous batching; vLLM covers that on GPUs).
 """
 
 from __future__ import annotations
@@ -17,12 +17,22 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ferry_server.config import Settings
-from ferry_server.engine.base import GenerationRequest, TokenChunk
+from ferry_server.engine import sampling
+from ferry_server.engine.base import (
+    LOGIT_BIAS,
+    LOGPROBS,
+    PENALTIES,
+    FinishReason,
+    GenerationRequest,
+    TokenChunk,
+    TokenLogprob,
+)
+from ferry_server.engine.detokenizer import Detokenizer, TokenizerInfo, token_text
 from ferry_server.engine.tokenizing import HFTokenizerEngine
 from ferry_server.errors import (
     InvalidInput,
@@ -31,6 +41,7 @@ from ferry_server.errors import (
     ModelTooLarge,
     Overloaded,
 )
+from ferry_server.metrics import Metrics
 from ferry_server.model_source import (
     check_fits,
     cpu_free_bytes,
@@ -50,12 +61,16 @@ class _Pending:
 
     request: GenerationRequest
     input_ids: list[int]
+    max_tokens: int
+    detok: Detokenizer
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue[TokenChunk | BaseException]
     cancelled: bool = False
-    generated: list[int] = field(default_factory=list)
-    emitted_chars: int = 0
     done: bool = False
+    emitted: int = 0  # characters of detok.text already sent
+    # Tokens since the last chunk; they ride on the next one, with or without their text.
+    new_ids: list[int] = field(default_factory=list)
+    new_logprobs: list[TokenLogprob] = field(default_factory=list)
 
     def push(self, item: TokenChunk | BaseException) -> None:
         self.loop.call_soon_threadsafe(self.out.put_nowait, item)
@@ -65,17 +80,16 @@ class TransformersEngine(HFTokenizerEngine):
     """Serves a Hugging Face causal LM with transformers + torch."""
 
     name = "transformers"
+    features = frozenset({LOGPROBS, LOGIT_BIAS, PENALTIES})
 
-    def __init__(
-        self,
-        settings: Settings,
-        on_batch: Callable[[int], None] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         super().__init__()
         self.settings = settings
-        self._on_batch = on_batch
+        self._metrics = metrics
         self._model: Any = None
         self._tokenizer: Any = None
+        self._info: TokenizerInfo | None = None
+        self._vocab = 0
         self._torch: Any = None
         self._device = "cpu"
         self._max_context = _FALLBACK_CONTEXT
@@ -140,6 +154,8 @@ class TransformersEngine(HFTokenizerEngine):
         model.eval()
         self._model = model
         self._tokenizer = tokenizer
+        self._info = TokenizerInfo(tokenizer)
+        self._vocab = int(model.config.vocab_size)
         self._device = device
         ctx = getattr(model.config, "max_position_embeddings", None) or getattr(
             model.config, "n_positions", None
@@ -194,13 +210,30 @@ class TransformersEngine(HFTokenizerEngine):
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
-    def _encode(self, request: GenerationRequest) -> list[int]:
+    def _encode(self, request: GenerationRequest) -> tuple[list[int], int]:
+        """Prompt ids, and the tokens left to generate within the model's context."""
         tok = self._tokenizer
         ids: list[int] = list(tok.encode(request.prompt, add_special_tokens=False))
         if tok.bos_token_id is not None and (not ids or ids[0] != tok.bos_token_id):
             ids = [int(tok.bos_token_id), *ids]
         if not ids:
             raise InvalidInput("prompt must not be empty", param="prompt")
+        outside = sorted(k for k in request.logit_bias if not 0 <= k < self._vocab)
+        if outside:
+            raise InvalidInput(
+                f"logit_bias names token {outside[0]}, outside this model's vocabulary of "
+                f"{self._vocab} tokens",
+                param="logit_bias",
+            )
+        room = self._max_context - len(ids)
+        if request.fit_context:
+            if room < 1:
+                raise InvalidInput(
+                    f"the prompt ({len(ids)} tokens) fills the model's context of "
+                    f"{self._max_context}; nothing is left to generate",
+                    param="messages",
+                )
+            return ids, min(request.max_tokens, room)
         total = len(ids) + request.max_tokens
         if total > self._max_context:
             raise InvalidInput(
@@ -208,16 +241,17 @@ class TransformersEngine(HFTokenizerEngine):
                 f"{total} tokens, over the model's context of {self._max_context}",
                 param="max_tokens",
             )
-        return ids
+        return ids, request.max_tokens
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
-        if not self.healthy():
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[TokenChunk, None]:
+        if not self.healthy() or self._info is None:
             raise ModelNotReady("model is not loaded")
         if self._queue.qsize() >= self.settings.max_queue:
             raise Overloaded("the request queue is full; retry later")
-        ids = self._encode(request)
+        ids, max_tokens = self._encode(request)
         pending = _Pending(
-            request=request, input_ids=ids, loop=asyncio.get_running_loop(), out=asyncio.Queue()
+            request=request, input_ids=ids, max_tokens=max_tokens,
+            detok=Detokenizer(self._info), loop=asyncio.get_running_loop(), out=asyncio.Queue(),
         )
         self._queue.put_nowait(pending)
         try:
@@ -229,6 +263,7 @@ class TransformersEngine(HFTokenizerEngine):
                 if item.finish_reason is not None:
                     return
         finally:
+            # The client is gone (or done): the worker drops the row at its next step.
             pending.cancelled = True
 
     # ---- batching --------------------------------------------------------------------------
@@ -251,11 +286,14 @@ class TransformersEngine(HFTokenizerEngine):
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
+            gone = sum(p.cancelled for p in batch)
             batch = [p for p in batch if not p.cancelled]
+            if self._metrics is not None and gone:
+                self._metrics.aborted.inc(gone)
             if not batch:
                 continue
-            if self._on_batch is not None:
-                self._on_batch(len(batch))
+            if self._metrics is not None:
+                self._metrics.batch_size.observe(len(batch))
             try:
                 await loop.run_in_executor(self._executor, self._run_batch, batch)
             except Exception as exc:  # a failed batch fails its requests, not the server
@@ -264,6 +302,9 @@ class TransformersEngine(HFTokenizerEngine):
                     if not p.done:
                         p.done = True
                         p.push(exc)
+            finally:
+                if self._metrics is not None:
+                    self._metrics.decoding.set(0)
 
     def _run_batch(self, batch: list[_Pending]) -> None:
         torch = self._torch
@@ -276,13 +317,16 @@ class TransformersEngine(HFTokenizerEngine):
         rows = [[pad_id] * (width - len(p.input_ids)) + p.input_ids for p in batch]
         masks = [[0] * (width - len(p.input_ids)) + [1] * len(p.input_ids) for p in batch]
         gens = [self._generator(p.request.seed) for p in batch]
-        steps = max(p.request.max_tokens for p in batch)
+        steps = max(p.max_tokens for p in batch)
         with torch.inference_mode():
             input_ids = torch.tensor(rows, dtype=torch.long, device=self._device)
             attn = torch.tensor(masks, dtype=torch.long, device=self._device)
             position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
             past: Any = None
             for _ in range(steps):
+                active = sum(not p.done for p in batch)
+                if self._metrics is not None:
+                    self._metrics.decoding.set(active)
                 out = model(
                     input_ids=input_ids,
                     attention_mask=attn,
@@ -293,9 +337,12 @@ class TransformersEngine(HFTokenizerEngine):
                 past = out.past_key_values
                 logits = out.logits[:, -1, :].float()
                 next_ids = self._sample(logits, batch, gens)
+                if self._metrics is not None:
+                    self._metrics.tokens.inc(active)
                 for i, p in enumerate(batch):
                     if not p.done:
-                        self._advance(p, int(next_ids[i]), eos_ids, len(p.input_ids))
+                        token = int(next_ids[i])
+                        self._advance(p, token, eos_ids, self._logprobs(p, logits[i], token))
                 if all(p.done for p in batch):
                     break
                 input_ids = next_ids.unsqueeze(-1).to(self._device)
@@ -325,61 +372,78 @@ class TransformersEngine(HFTokenizerEngine):
         torch = self._torch
         chosen = logits.argmax(dim=-1)
         for i, p in enumerate(batch):
-            req = p.request
-            if p.done or req.temperature == 0.0:
+            if p.done or sampling.is_plain_greedy(p.request):
                 continue
-            row = logits[i] / req.temperature
-            if req.top_p < 1.0:
-                sorted_logits, order = torch.sort(row, descending=True)
-                cum = sorted_logits.softmax(-1).cumsum(-1)
-                drop = cum - sorted_logits.softmax(-1) > req.top_p
-                sorted_logits[drop] = float("-inf")
-                row = torch.full_like(row, float("-inf")).scatter(0, order, sorted_logits)
-            probs = row.softmax(-1)
-            chosen[i] = torch.multinomial(probs, 1, generator=gens[i])[0]
+            row = sampling.adjust(torch, logits[i], p.request, p.detok.ids)
+            chosen[i] = sampling.choose(torch, row, p.request, gens[i])
         return chosen.cpu()
 
-    def _advance(self, p: _Pending, token: int, eos_ids: set[int], n_prompt: int) -> None:
+    def _logprobs(self, p: _Pending, raw_row: Any, token: int) -> TokenLogprob | None:
+        k = p.request.logprobs
+        if k is None or p.cancelled or self._info is None:
+            return None
+        info = self._info
+        logprob, top = sampling.logprobs(raw_row, token, k)
+
+        def entry(tid: int, lp: float) -> TokenLogprob:
+            raw = info.token_bytes(tid)
+            return TokenLogprob(token=token_text(raw), token_bytes=raw, logprob=lp)
+
+        first = entry(token, logprob)
+        return TokenLogprob(first.token, first.token_bytes, logprob,
+                            tuple(entry(t, lp) for t, lp in top))
+
+    def _advance(
+        self, p: _Pending, token: int, eos_ids: set[int], logprob: TokenLogprob | None
+    ) -> None:
         req = p.request
         if p.cancelled:
             p.done = True
+            if self._metrics is not None:
+                self._metrics.aborted.inc()
             return
         if token in eos_ids and not req.ignore_eos:
-            text = self._tokenizer.decode(p.generated, skip_special_tokens=True)
-            self._finish(p, "stop", n_prompt, text[p.emitted_chars:])
+            self._finish(p, "stop")
             return
-        p.generated.append(token)
-        text = self._tokenizer.decode(p.generated, skip_special_tokens=True)
-        if req.stop:
-            hits = [text.find(s, max(0, p.emitted_chars - len(s))) for s in req.stop]
-            found = [h for h in hits if h >= 0]
-            if found:
-                cut = min(found)
-                self._finish(p, "stop", n_prompt, text[p.emitted_chars:cut])
-                return
-        if len(p.generated) >= req.max_tokens:
-            self._finish(p, "length", n_prompt, text[p.emitted_chars:])
+        p.detok.add(token)
+        p.new_ids.append(token)
+        if logprob is not None:
+            p.new_logprobs.append(logprob)
+        text = p.detok.text
+        cut = self._stop_at(p, text)
+        if cut is not None:
+            self._finish(p, "stop", cut)
             return
-        # Hold back a trailing partial UTF-8 sequence and anything that may start a stop string.
-        safe = len(text)
-        if text.endswith("\ufffd"):
-            safe -= 1
-        if req.stop:
-            safe = min(safe, len(text) - (max(len(s) for s in req.stop) - 1))
-        self._flush(p, text, safe)
+        if len(p.detok.ids) >= p.max_tokens:
+            self._finish(p, "length")
+            return
+        # Hold back anything that may be the start of a stop string.
+        safe = len(text) - (max(len(s) for s in req.stop) - 1 if req.stop else 0)
+        if safe > p.emitted:
+            self._push(p, text[p.emitted:safe])
+            p.emitted = safe
 
-    def _flush(self, p: _Pending, text: str, upto: int) -> None:
-        if upto > p.emitted_chars:
-            p.push(TokenChunk(text=text[p.emitted_chars:upto]))
-            p.emitted_chars = upto
+    def _stop_at(self, p: _Pending, text: str) -> int | None:
+        """Where the first stop string starts in `text`, if one is there."""
+        if not p.request.stop:
+            return None
+        start = max(0, p.emitted - max(len(s) for s in p.request.stop))
+        hits = [h for h in (text.find(s, start) for s in p.request.stop) if h >= 0]
+        return min(hits) if hits else None
 
-    def _finish(self, p: _Pending, reason: str, n_prompt: int, tail: str = "") -> None:
+    def _push(self, p: _Pending, text: str, **final: Any) -> None:
+        p.push(TokenChunk(text=text, token_ids=tuple(p.new_ids),
+                          logprobs=tuple(p.new_logprobs), **final))
+        p.new_ids.clear()
+        p.new_logprobs.clear()
+
+    def _finish(self, p: _Pending, reason: FinishReason, cut: int | None = None) -> None:
         p.done = True
-        p.push(
-            TokenChunk(
-                text=tail,
-                finish_reason="stop" if reason == "stop" else "length",
-                prompt_tokens=n_prompt,
-                completion_tokens=len(p.generated),
-            )
-        )
+        if cut is None:
+            p.detok.finish()
+            cut = self._stop_at(p, p.detok.text)
+            if cut is not None:
+                reason = "stop"
+        text = p.detok.text if cut is None else p.detok.text[:cut]
+        self._push(p, text[p.emitted:], finish_reason=reason,
+                   prompt_tokens=len(p.input_ids), completion_tokens=len(p.detok.ids))

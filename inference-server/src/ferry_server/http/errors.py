@@ -36,13 +36,20 @@ def error_body(message: str, kind: str, param: str | None = None) -> dict[str, A
     return {"error": {"message": message, "type": kind, "param": param, "code": None}}
 
 
-def error_response(exc: FerryError) -> JSONResponse:
-    """Render a domain error with the status and headers from ERROR_TABLE."""
+def _lookup(exc: FerryError) -> tuple[int, str, dict[str, str]]:
     for cls in type(exc).__mro__:
         if cls in ERROR_TABLE:
-            status, kind, headers = ERROR_TABLE[cls]
-            break
-    else:
-        status, kind, headers = 500, "internal_error", {}
+            return ERROR_TABLE[cls]
+    return 500, "internal_error", {}
+
+
+def error_kind(exc: FerryError) -> str:
+    """The OpenAI error `type` for a domain error."""
+    return _lookup(exc)[1]
+
+
+def error_response(exc: FerryError) -> JSONResponse:
+    """Render a domain error with the status and headers from ERROR_TABLE."""
+    status, kind, headers = _lookup(exc)
     param = exc.param if isinstance(exc, InvalidInput) else None
     return JSONResponse(error_body(str(exc), kind, param), status_code=status, headers=headers)

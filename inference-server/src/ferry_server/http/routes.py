@@ -3,39 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+import contextlib
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ferry_server.dataplane import DataPlane
-from ferry_server.engine.base import GenerationResult, TokenChunk
-from ferry_server.errors import InvalidInput
+from ferry_server.http.responses import Shape
 from ferry_server.http.schemas import ChatCompletionRequest, CompletionRequest, GenerateRequest
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+CLIENT_CLOSED = 499  # nginx's "client closed request", for the request metrics
+T = TypeVar("T")
 
 
 def _dp(request: Request) -> DataPlane:
     dp: DataPlane = request.app.state.dataplane
     return dp
-
-
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-def _sse(payload: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
 
 
 health = APIRouter()
@@ -83,139 +70,75 @@ async def list_models(request: Request) -> JSONResponse:
     )
 
 
+async def _serve(
+    request: Request, dp: DataPlane, body: CompletionRequest | ChatCompletionRequest, chat: bool
+) -> Response:
+    dp.check_model(body.model)
+    reqs = body.generation_requests(dp)
+    n = 1 if body.n is None else body.n
+    shape = Shape(chat, dp.settings.served_model_name, reqs[0].logprobs is not None, n)
+    if body.stream:
+        streams = await dp.primed_streams(reqs)
+        return StreamingResponse(
+            shape.events(streams, body.include_usage),
+            media_type="text/event-stream", headers=SSE_HEADERS,
+        )
+    results = await unless_disconnected(request, dp.complete_all(reqs))
+    if results is None:
+        return Response(status_code=CLIENT_CLOSED)
+    return JSONResponse(shape.body(results))
+
+
 @openai.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    dp = _dp(request)
-    dp.check_model(body.model)
-    if body.n != 1:
-        raise InvalidInput("only n=1 is supported", param="n")
-    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    if not prompts:
-        raise InvalidInput("prompt must not be an empty list", param="prompt")
-    reqs = [
-        dp.build_request(
-            p,
-            max_tokens=body.max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            stop=body.stop,
-            seed=body.seed,
-            ignore_eos=body.ignore_eos,
-        )
-        for p in prompts
-    ]
-    cid = f"cmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
-    model = dp.settings.served_model_name
-    if body.stream:
-        if len(reqs) != 1:
-            raise InvalidInput("streaming takes a single prompt", param="prompt")
-        chunks = await dp.primed_stream(reqs[0])
-
-        async def events() -> AsyncIterator[bytes]:
-            async for c in chunks:
-                payload: dict[str, Any] = {
-                    "id": cid,
-                    "object": "text_completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [
-                        {"index": 0, "text": c.text, "finish_reason": c.finish_reason,
-                         "logprobs": None}
-                    ],
-                }
-                if c.finish_reason is not None:
-                    payload["usage"] = _usage(c.prompt_tokens, c.completion_tokens)
-                yield _sse(payload)
-            yield b"data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
-
-    results: list[GenerationResult] = await asyncio.gather(*(dp.complete(r) for r in reqs))
-    return JSONResponse(
-        {
-            "id": cid,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [
-                {"index": i, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
-                for i, r in enumerate(results)
-            ],
-            "usage": _usage(
-                sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)
-            ),
-        }
-    )
+    return await _serve(request, _dp(request), body, chat=False)
 
 
 @openai.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    dp = _dp(request)
-    dp.check_model(body.model)
-    if body.n != 1:
-        raise InvalidInput("only n=1 is supported", param="n")
-    prompt = dp.engine.apply_chat_template([m.model_dump() for m in body.messages])
-    req = dp.build_request(
-        prompt,
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        stop=body.stop,
-        seed=body.seed,
-        ignore_eos=body.ignore_eos,
-    )
-    cid = f"chatcmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
-    model = dp.settings.served_model_name
-    if body.stream:
-        chunks = await dp.primed_stream(req)
-
-        async def events() -> AsyncIterator[bytes]:
-            base = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                    "model": model}
-            yield _sse({**base, "choices": [
-                {"index": 0, "delta": {"role": "assistant", "content": ""},
-                 "finish_reason": None}]})
-            c: TokenChunk
-            async for c in chunks:
-                delta = {"content": c.text} if c.text else {}
-                payload: dict[str, Any] = {**base, "choices": [
-                    {"index": 0, "delta": delta, "finish_reason": c.finish_reason}]}
-                if c.finish_reason is not None:
-                    payload["usage"] = _usage(c.prompt_tokens, c.completion_tokens)
-                yield _sse(payload)
-            yield b"data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
-
-    r = await dp.complete(req)
-    return JSONResponse(
-        {
-            "id": cid,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": r.text},
-                    "finish_reason": r.finish_reason,
-                }
-            ],
-            "usage": _usage(r.prompt_tokens, r.completion_tokens),
-        }
-    )
+    return await _serve(request, _dp(request), body, chat=True)
 
 
 simple = APIRouter()
 
 
-@simple.post("/generate")
-async def generate(body: GenerateRequest, request: Request) -> JSONResponse:
+@simple.post("/generate", response_model=None)
+async def generate(body: GenerateRequest, request: Request) -> Response:
     dp = _dp(request)
     req = dp.build_request(
         body.prompt, max_tokens=body.max_new_tokens, temperature=body.temperature
     )
-    r = await dp.complete(req)
+    r = await unless_disconnected(request, dp.complete(req))
+    if r is None:
+        return Response(status_code=CLIENT_CLOSED)
     return JSONResponse({"text": r.text, "finish_reason": r.finish_reason})
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
+    """Await `work`, or cancel it and return None as soon as the client disconnects.
+
+    A non-streamed request would otherwise generate to max_tokens for nobody, holding its
+    batch slot; cancelling reaches the engine, which drops the row at its next decode step.
+    (Streamed responses stop on their own: Starlette cancels them on disconnect.)
+    """
+    job = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({job, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        job.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if job.done():
+        return job.result()
+    job.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await job
+    return None
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read, so the server's next message is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
