@@ -37,7 +37,19 @@ if [ ${#missing[@]} -eq 0 ] && [ -f "$bin_dir/.stamp" ]; then
 fi
 
 mkdir -p "$bin_dir" "$work"
+build_log="$work/build.log"
+: > "$build_log"
 log "building ${missing[*]} into $bin_dir (a cold build takes 10-30 minutes on 2 cores)"
+log "go's own output (module downloads, compiler messages) goes to $build_log"
+
+# Run a go command with its output in the build log; on failure show its tail.
+quiet() {
+  if ! "$@" >>"$build_log" 2>&1; then
+    log "failed: $*"
+    tail -n 40 "$build_log" >&2
+    return 1
+  fi
+}
 
 # A heartbeat so that a long `go build` is never a silent wait.
 current="$work/.current"
@@ -51,7 +63,7 @@ build_k8s() {
   if [ ! -f "$dir/go.mod" ]; then
     log "preparing wrapper module for k8s.io/kubernetes@$K8S_VERSION"
     local gomod
-    gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+    gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" 2>>"$build_log" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
     local minor_patch=${K8S_VERSION#v1.}
     {
       echo "module ferry.dev/controlplane"
@@ -78,7 +90,7 @@ build_k8s() {
   done
   echo "$name" > "$current"
   log "go build $name ($pkg)"
-  (cd "$dir" && go build -trimpath -ldflags "$ld" -o "$bin_dir/$name" "$pkg")
+  (cd "$dir" && quiet go build -trimpath -ldflags "$ld" -o "$bin_dir/$name" "$pkg")
   log "built $name"
 }
 
@@ -86,11 +98,11 @@ build_mod() {
   local name=$1 mod=$2 version=$3 pkg=$4 dir="$work/$1"
   mkdir -p "$dir"
   if [ ! -f "$dir/go.mod" ]; then
-    (cd "$dir" && go mod init "ferry.dev/build-$name" >/dev/null 2>&1 && go get "$mod@$version" >/dev/null)
+    (cd "$dir" && quiet go mod init "ferry.dev/build-$name" && quiet go get "$mod@$version")
   fi
   echo "$name" > "$current"
   log "go build $name ($pkg@$version)"
-  (cd "$dir" && go build -trimpath -ldflags "-s -w $5" -o "$bin_dir/$name" "$pkg")
+  (cd "$dir" && quiet go build -trimpath -ldflags "-s -w $5" -o "$bin_dir/$name" "$pkg")
   log "built $name"
 }
 

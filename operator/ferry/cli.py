@@ -3,29 +3,39 @@
 - `ferry run`: the operator, against the cluster in the kubeconfig (or in-cluster).
 - `ferry up`: what `make run` calls. With a kubeconfig it runs the operator against
   that cluster. Without one it starts the embedded local control plane with its
-  simulated GPU nodes, installs the CRDs, applies `examples/`, starts the operator,
-  shows the endpoints reaching Ready and keeps the operator in the foreground
-  until Ctrl-C.
+  simulated GPU nodes and the platform sandbox, installs the CRDs, points a
+  ProviderConfig at the sandbox, applies `examples/`, starts the operator, shows
+  the endpoints reaching Ready, prints the command that sends one a prompt and
+  keeps the operator in the foreground until Ctrl-C.
+- `ferry sandbox`: the local fakes of the serverless platforms (`ferry.sandbox`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import yaml
+
+from ferry import sandboxing
 from ferry.settings import Settings
 
 if TYPE_CHECKING:
     from ferry.devcluster import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
+#: The Secret and ProviderConfig `ferry up` points at the sandbox (namespace default).
+SANDBOX_CONFIG = "runpod-sandbox"
 
 
 def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -101,6 +111,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from ferry import devcluster
 
     cluster = devcluster.DevCluster()
+    state = Path(tempfile.mkdtemp(prefix="ferry-up-"))
+    sandbox = sandboxing.SandboxProcess(state, ["--inference", args.sandbox_inference])
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -131,13 +143,25 @@ def cmd_up(args: argparse.Namespace) -> int:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.5)
+        _say(
+            "starting the platform sandbox (a local RunPod fake; the first start builds a"
+            " tiny model, about a minute)"
+        )
+        urls = sandbox.start()
+        objects = sandboxing.provider_objects(urls, "runpod", SANDBOX_CONFIG, "default")
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+        _say(
+            f"sandbox up: RunPod API {urls['runpod']['api']}, job plane {urls['runpod']['jobs']};"
+            f" ProviderConfig default/{SANDBOX_CONFIG} points at it"
+        )
         env = {**os.environ, "KUBECONFIG": kubeconfig}
         cmd = [sys.executable, "-m", "ferry", "run", "--kubeconfig", kubeconfig]
         cmd += ["--metrics-port", str(args.metrics_port or 0), "--metrics-host", "127.0.0.1"]
         operator = subprocess.Popen(cmd, env=env)
         _say(f"operator started (pid {operator.pid}); applying {examples}")
         cluster.kubectl("apply", "-f", examples)
-        _watch_until_ready(cluster, operator, timeout=args.ready_timeout)
+        if _watch_until_ready(cluster, operator, timeout=args.ready_timeout):
+            _show_prompt(cluster, kubeconfig)
         _say("operator running in the foreground; Ctrl-C stops it and the control plane")
         return operator.wait()
     except KeyboardInterrupt:
@@ -147,6 +171,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     except (devcluster.StartupError, devcluster.BuildError) as err:
         _say(f"cannot start the local control plane: {err}")
         return 1
+    except sandboxing.SandboxError as err:
+        _say(f"cannot start the platform sandbox: {err}")
+        return 1
     finally:
         if operator is not None and operator.poll() is None:
             operator.send_signal(signal.SIGINT)
@@ -154,13 +181,15 @@ def cmd_up(args: argparse.Namespace) -> int:
                 operator.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 operator.kill()
-        _say("stopping the local control plane")
+        _say("stopping the platform sandbox and the local control plane")
+        sandbox.stop()
         cluster.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def _watch_until_ready(
     cluster: Cluster, operator: subprocess.Popen[bytes], *, timeout: float
-) -> None:
+) -> bool:
     def kubectl(*args: str) -> str:
         return cluster.kubectl(*args, check=False).stdout
 
@@ -182,14 +211,51 @@ def _watch_until_ready(
         ).split()
         if statuses and all(s == "True" for s in statuses):
             _say(f"all {len(statuses)} endpoints are Ready")
-            return
+            return True
         time.sleep(2)
     _say(f"not every endpoint is Ready after {timeout:.0f}s; see `kubectl describe iep -A`")
+    return False
+
+
+def _show_prompt(cluster: Cluster, kubeconfig: str) -> None:
+    """Print the one command that sends a sandbox endpoint a prompt."""
+    listed = cluster.kubectl("get", "iep", "-A", "-o", "json", check=False).stdout
+    items: list[dict[str, Any]] = json.loads(listed or "{}").get("items", [])
+    remote = [
+        i
+        for i in items
+        if ((i.get("spec") or {}).get("providerConfigRef") or {}).get("name") == SANDBOX_CONFIG
+        and (i.get("status") or {}).get("openaiBaseUrl")
+    ]
+    if not remote:
+        return
+    ep = remote[0]
+    model = str(ep["spec"]["model"].get("uri", "")).removeprefix("hf://")
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 24}
+    )
+    token = f"$(kubectl get secret {SANDBOX_CONFIG} -o jsonpath='{{.data.token}}' | base64 -d)"
+    _say(f"send {ep['metadata']['name']} (RunPod, sandbox) a prompt:")
+    print(
+        f"\n  export KUBECONFIG={kubeconfig}\n"
+        f"  curl -s {ep['status']['openaiBaseUrl']}/chat/completions \\\n"
+        f'    -H "Authorization: Bearer {token}" \\\n'
+        f"    -H 'Content-Type: application/json' \\\n"
+        f"    -d '{body}'\n",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sandbox"]:
+        # The sandbox has its own flags and help; hand it the rest untouched.
+        from ferry.sandbox.__main__ import main as sandbox_main
+
+        return sandbox_main(argv[1:])
     parser = argparse.ArgumentParser(prog="ferry", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("sandbox", help="local fakes of RunPod, Replicate and Modal (see --help)")
     _run_parser(sub)
     up = sub.add_parser("up", help="everything locally: control plane, CRDs, examples, operator")
     for action in sub.choices["run"]._actions[1:]:
@@ -197,7 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--embedded", action="store_true", help="ignore any kubeconfig")
     up.add_argument("--examples", help="manifests to apply (default: examples/)")
     up.add_argument("--crds", help="CRD directory (default: crds/)")
-    up.add_argument("--ready-timeout", type=float, default=180.0)
+    up.add_argument("--ready-timeout", type=float, default=300.0)
+    up.add_argument(
+        "--sandbox-inference",
+        choices=("on", "off"),
+        default="on",
+        help="real model-server processes behind the sandbox (default on)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "run":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry import devcluster
+from ferry import devcluster, sandboxing
 from tests.integration import kit
 
 PATTERN = "ferry-it-*"
@@ -22,6 +22,20 @@ def operator(
     op.start()
     yield op
     op.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kit.Sandbox]:
+    """`ferry sandbox` for the session: real inference, capped at one process."""
+    process = sandboxing.SandboxProcess(
+        tmp_path_factory.mktemp("sandbox"),
+        ["--inference", "on", "--max-processes", "1", "--boot-seconds", "1"],
+    )
+    process.start()
+    handle = kit.Sandbox(process)
+    yield handle
+    handle.close()
+    process.stop()
 
 
 @pytest.fixture

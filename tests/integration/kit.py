@@ -13,9 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import yaml
 
-from ferry import devcluster
+from ferry import devcluster, sandboxing
 
 T = TypeVar("T")
 
@@ -54,7 +55,9 @@ class Operator:
         namespaces: list[str],
         log_path: Path,
         metrics_port: int = 0,
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.env = dict(env or {})
         self.cluster = cluster
         self.namespaces = namespaces
         self.log_path = log_path
@@ -74,7 +77,14 @@ class Operator:
             cmd += ["--namespace", ns]
         cmd += ["--metrics-port", str(self.metrics_port), "--metrics-host", "127.0.0.1"]
         cmd += ["--poll-interval", "3"]
-        env = {**os.environ, "FERRY_SHORT_REQUEUE": "1"}
+        # Short deadlines so that lost answers and grace periods play out in seconds.
+        env = {
+            **os.environ,
+            "FERRY_SHORT_REQUEUE": "1",
+            "FERRY_CALL_TIMEOUT": "3",
+            "FERRY_CREATION_GRACE": "6",
+            **self.env,
+        }
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
@@ -183,3 +193,44 @@ def provider_config(name: str, provider: str, secret: str | None = None) -> dict
         "metadata": {"name": name},
         "spec": spec,
     }
+
+
+class Sandbox:
+    """The platform sandbox of the test session, driven through its admin routes."""
+
+    def __init__(self, process: sandboxing.SandboxProcess) -> None:
+        self.process = process
+        self.urls = process.urls
+        runpod = self.urls["runpod"]
+        self.api = runpod["api"]
+        self.jobs = runpod["jobs"]
+        self.token = runpod["token"]
+        self._http = httpx.Client(headers={"Authorization": f"Bearer {self.token}"}, timeout=30.0)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A call to the RunPod fake's API port (platform or `/_sandbox` admin route)."""
+        return self._http.request(method, f"{self.api}{path}", **kwargs)
+
+    def endpoints(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.call("GET", "/v2/serverless").json()["endpoints"]
+        return found
+
+    def tagged(self, uid: str) -> list[dict[str, Any]]:
+        return [
+            e for e in self.endpoints() if (e.get("env") or {}).get("FERRY_ENDPOINT_UID") == uid
+        ]
+
+    def calls(self, method: str, route: str) -> int:
+        for row in self.call("GET", "/_sandbox/calls").json()["calls"]:
+            if (row["method"], row["route"]) == (method, route):
+                return int(row["count"])
+        return 0
+
+    def fault(self, **spec: Any) -> None:
+        self.call("POST", "/_sandbox/faults", json=spec).raise_for_status()
+
+    def clear_faults(self) -> None:
+        self.call("DELETE", "/_sandbox/faults").raise_for_status()
+
+    def close(self) -> None:
+        self._http.close()

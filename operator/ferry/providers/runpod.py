@@ -33,8 +33,8 @@ from ferry.providers.http import PlatformClient
 
 NAME = "runpod"
 PLATFORM = "RunPod"
-DEFAULT_API = "https://api.runpod.io"
-DEFAULT_JOBS = "https://api.runpod.ai"
+DEFAULT_API = platforms.PLATFORM_BASE_URLS[NAME]
+DEFAULT_JOBS = platforms.RUNPOD_INFERENCE_BASE_URL
 
 Catalogue = list[dict[str, Any]]
 
