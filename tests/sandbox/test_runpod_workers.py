@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from ferry.sandbox.runpod.platform import INFERENCE_OFF_MESSAGE
+from ferry.sandbox.runpod.jobs import INFERENCE_OFF_MESSAGE
 from tests.sandbox.conftest import Sandbox, endpoint_body
 
 

@@ -15,7 +15,8 @@ import pytest
 from ferry.sandbox.clock import SandboxClock
 from ferry.sandbox.http import Problem
 from ferry.sandbox.runpod.endpoints import Endpoint
-from ferry.sandbox.runpod.platform import Options, RunPodPlatform, Worker
+from ferry.sandbox.runpod.platform import Options, RunPodPlatform
+from ferry.sandbox.runpod.workers import Worker
 
 
 class Backend:

@@ -18,7 +18,7 @@ from urllib.parse import quote_plus
 from ferry.sandbox import modelserver
 from ferry.sandbox.processes import ProcessPool
 from ferry.sandbox.runpod.endpoints import Endpoint
-from ferry.sandbox.runpod.platform import Worker
+from ferry.sandbox.runpod.workers import Worker
 
 HANDLER_MODULE = "ferry_server.providers.runpod_handler"
 _DROPPED_PREFIXES = ("FERRY_", "RUNPOD_", "HF_", "PYTHON", "VIRTUAL_ENV", "CONDA")

@@ -34,7 +34,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ferry.sandbox.http import AuthCheck, Call, Notifier, Problem, Surface
-from ferry.sandbox.runpod.platform import INFERENCE_OFF_MESSAGE, Job, RunPodPlatform
+from ferry.sandbox.runpod.jobs import INFERENCE_OFF_MESSAGE, Job
+from ferry.sandbox.runpod.platform import RunPodPlatform
 
 TAKE_POLL_S = 5.0
 STOP_POLL_S = 5.0

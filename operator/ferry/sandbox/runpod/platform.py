@@ -34,21 +34,15 @@ import string
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from ferry.sandbox.clock import SandboxClock, rfc3339
 from ferry.sandbox.http import Problem
 from ferry.sandbox.runpod import billing, catalog, endpoints
 from ferry.sandbox.runpod.endpoints import Endpoint
-
-TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
-# Finished jobs are kept this long (sandbox seconds) for /status, then forgotten.
-JOB_RETENTION_S = 3600.0
-INFERENCE_OFF_MESSAGE = (
-    "ferry sandbox: inference is off (--inference off), so no model server runs and this job "
-    "produced no output; start the sandbox with --inference on for real tokens"
-)
+from ferry.sandbox.runpod.jobs import INFERENCE_OFF_MESSAGE, JOB_RETENTION_S, Job
+from ferry.sandbox.runpod.workers import ProcessBackend, Worker
 
 
 def new_id(length: int = 14) -> str:
@@ -66,126 +60,6 @@ class Options:
     inference: bool = True
     unhealthy_linger_seconds: float = 30.0
     data_center: str = "SANDBOX-1"
-
-
-@dataclass
-class Job:
-    """One job in the queue or done."""
-
-    id: str
-    endpoint_id: str
-    input: Any
-    submitted_at: float
-    status: str = "IN_QUEUE"
-    started_at: float | None = None
-    finished_at: float | None = None
-    worker_id: str | None = None
-    output: Any = None
-    error: Any = None
-    stream: list[Any] = field(default_factory=list)
-    stream_read: int = 0
-
-    @property
-    def done(self) -> bool:
-        """True once the job reached a terminal status."""
-        return self.status in TERMINAL
-
-    def describe(self, now: float, *, with_output: bool = True) -> dict[str, Any]:
-        """The job plane's status body: `{id, status, delayTime, executionTime, ...}` (ms)."""
-        start = self.started_at if self.started_at is not None else now
-        body: dict[str, Any] = {
-            "id": self.id,
-            "status": self.status,
-            "delayTime": int((start - self.submitted_at) * 1000),
-        }
-        if self.started_at is not None:
-            end = self.finished_at if self.finished_at is not None else now
-            body["executionTime"] = int((end - self.started_at) * 1000)
-        if self.worker_id is not None:
-            body["workerId"] = self.worker_id
-        if with_output and self.status == "COMPLETED" and self.output is not None:
-            body["output"] = self.output
-        if self.error is not None:
-            body["error"] = self.error
-        return body
-
-
-@dataclass
-class Worker:
-    """One worker of an endpoint (simulated, or backed by a real process)."""
-
-    id: str
-    endpoint_id: str
-    version: int
-    image: str | None
-    gpu_count: int
-    created_at: float
-    backed: bool = False
-    process_ready_at: float | None = None
-    placed_at: float | None = None
-    ready_at: float | None = None
-    pool: str | None = None
-    gpu_type: str | None = None
-    data_center: str | None = None
-    usd_per_second: float = 0.0
-    jobs: set[str] = field(default_factory=set)
-    idle_since: float | None = None
-    busy_since: float | None = None
-    busy_seconds: float = 0.0
-    retiring: bool = False
-    unhealthy: str | None = None
-    unhealthy_at: float | None = None
-    gone_at: float | None = None
-    stop_requests: list[str] = field(default_factory=list)
-
-    def booted(self, now: float) -> bool:
-        """Clock boot done and, when backed, the process has polled (model loaded)."""
-        if self.ready_at is None or now < self.ready_at:
-            return False
-        return not self.backed or self.process_ready_at is not None
-
-    def status(self, now: float) -> str:
-        """RUNNING | IDLE | INITIALIZING | THROTTLED | UNHEALTHY."""
-        if self.unhealthy is not None:
-            return "UNHEALTHY"
-        if self.placed_at is None:
-            return "THROTTLED"
-        if not self.booted(now):
-            return "INITIALIZING"
-        return "RUNNING" if self.jobs else "IDLE"
-
-    def seconds(self, now: float, boot_seconds: float) -> dict[str, float]:
-        """Billed seconds so far: `{boot, run, idle, total}` (0 while never placed)."""
-        if self.placed_at is None:
-            return {"boot": 0.0, "run": 0.0, "idle": 0.0, "total": 0.0}
-        end = self.gone_at if self.gone_at is not None else now
-        total = max(0.0, end - self.placed_at)
-        boot_end = self.placed_at + boot_seconds
-        if self.backed and self.process_ready_at is not None:
-            boot_end = max(boot_end, self.process_ready_at)
-        boot = min(total, max(0.0, boot_end - self.placed_at))
-        run = self.busy_seconds + ((end - self.busy_since) if self.busy_since is not None else 0.0)
-        run = min(run, total - boot)
-        return {"boot": boot, "run": run, "idle": max(0.0, total - boot - run), "total": total}
-
-
-class ProcessBackend(Protocol):
-    """Real model-server processes behind workers (see `inference.WorkerProcesses`)."""
-
-    def has_room(self) -> bool:
-        """True when one more process may start."""
-
-    def launch(self, worker: Worker, endpoint: Endpoint) -> None:
-        """Start `worker`'s process (its slot is taken at once)."""
-
-    def terminate(self, worker_id: str) -> None:
-        """Stop `worker_id`'s process (its slot is free at once)."""
-
-    def touch(self, worker_id: str) -> None:
-        """`worker_id`'s process was just used."""
-
-    def least_recently_used(self, evictable: Callable[[str], bool]) -> str | None:
-        """The least recently used worker id among those `evictable` allows."""
 
 
 class RunPodPlatform:
