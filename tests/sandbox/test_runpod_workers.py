@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -133,6 +134,9 @@ def test_openai_route_with_inference_off_says_so(sandbox: Sandbox) -> None:
     for _ in range(200):
         if sandbox.admin("GET", "/state").json()["jobs"]["IN_QUEUE"] == 1:
             break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the OpenAI request never queued a job")
     sandbox.advance(3)
     sandbox.advance(1)
     t.join(30)
