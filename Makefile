@@ -9,8 +9,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export GOTOOLCHAIN := local
 
-.PHONY: all venv controlplane crds check-crds lint unit integration e2e test test-operator \
-        test-inference-server run cluster bench bench-operator bench-inference-server clean
+.PHONY: all venv server-venv controlplane crds check-crds lint unit integration e2e test \
+        test-operator test-inference-server run cluster bench bench-operator \
+        bench-inference-server clean
 
 all: test
 
@@ -25,6 +26,10 @@ venv: $(STAMP)
 controlplane:
 	@hack/build-controlplane.sh >/dev/null
 
+# The model server's own environment: the sandbox runs it for real inference.
+server-venv:
+	@$(MAKE) --no-print-directory -C inference-server venv
+
 crds: venv
 	$(BIN)/python -m ferry.api.crdgen crds charts/ferry/crds
 
@@ -37,13 +42,13 @@ lint: venv
 unit: venv
 	$(BIN)/pytest tests/unit -q
 
-integration: venv controlplane
+integration: venv controlplane server-venv
 	$(BIN)/pytest tests/integration -q
 
-e2e: venv controlplane
+e2e: venv controlplane server-venv
 	$(BIN)/pytest tests/e2e -q
 
-test-operator: venv controlplane lint
+test-operator: venv controlplane server-venv lint
 	$(BIN)/pytest tests -q
 
 test-inference-server:
@@ -51,8 +56,13 @@ test-inference-server:
 
 test: test-operator test-inference-server
 
-run: venv controlplane
-	$(BIN)/ferry up
+# With a kubeconfig, the operator runs against that cluster: nothing local is built.
+run: venv
+	@if $(BIN)/python -c 'import sys; from ferry import cli; sys.exit(not cli.has_kubeconfig())'; then \
+	  $(BIN)/ferry up; \
+	else \
+	  $(MAKE) --no-print-directory controlplane server-venv && $(BIN)/ferry up; \
+	fi
 
 cluster: venv controlplane
 	$(BIN)/python -m ferry.devcluster up

@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # first. The reconciler's own client is given the path directly.
         os.environ["KUBECONFIG"] = args.kubeconfig
     in_cluster = Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists()
-    if not (_has_kubeconfig() or in_cluster):
+    if not (has_kubeconfig() or in_cluster):
         _say(
             "no cluster configured: pass --kubeconfig, set KUBECONFIG, run in a pod,"
             " or use `ferry up` (make run) for a local control plane"
@@ -92,7 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_kubeconfig() -> bool:
+def has_kubeconfig() -> bool:
+    """Whether $KUBECONFIG or ~/.kube/config names a file (then `up` uses that cluster)."""
     env = os.environ.get("KUBECONFIG")
     if env:
         return any(Path(p).exists() for p in env.split(os.pathsep) if p)
@@ -104,7 +105,7 @@ def _say(message: str) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    if _has_kubeconfig() and not args.embedded:
+    if has_kubeconfig() and not args.embedded:
         _say("using the cluster in your kubeconfig (pass --embedded for a local one)")
         return cmd_run(args)
 
@@ -235,9 +236,10 @@ def _show_prompt(cluster: Cluster, kubeconfig: str) -> None:
         {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 24}
     )
     token = f"$(kubectl get secret {SANDBOX_CONFIG} -o jsonpath='{{.data.token}}' | base64 -d)"
+    kubectl_dir = Path(cluster.kubectl_path).parent
     _say(f"send {ep['metadata']['name']} (RunPod, sandbox) a prompt:")
     print(
-        f"\n  export KUBECONFIG={kubeconfig}\n"
+        f"\n  export KUBECONFIG={kubeconfig} PATH={kubectl_dir}:$PATH\n"
         f"  curl -s {ep['status']['openaiBaseUrl']}/chat/completions \\\n"
         f'    -H "Authorization: Bearer {token}" \\\n'
         f"    -H 'Content-Type: application/json' \\\n"

@@ -91,6 +91,10 @@ class Cluster:
     def helm_path(self) -> Path:
         return Path(self._tool("helm"))
 
+    @property
+    def kubectl_path(self) -> Path:
+        return Path(self._tool("kubectl"))
+
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
