@@ -11,7 +11,7 @@ export GOTOOLCHAIN := local
 
 .PHONY: all venv server-venv controlplane crds check-crds lint unit integration e2e test \
         test-operator test-inference-server run cluster bench bench-operator \
-        bench-inference-server clean
+        bench-platforms bench-inference-server clean
 
 all: test
 
@@ -70,10 +70,14 @@ cluster: venv controlplane
 bench-operator: venv controlplane
 	$(BIN)/python benchmarks/bench_endpoints.py
 
+# Remote endpoints in the sandbox: steady-state calls (D4), apply -> platform latency, RSS.
+bench-platforms: venv controlplane
+	$(BIN)/python benchmarks/bench_platforms.py $(BENCH_ARGS)
+
 bench-inference-server:
 	$(MAKE) -C inference-server bench
 
-bench: bench-operator bench-inference-server
+bench: bench-operator bench-platforms bench-inference-server
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

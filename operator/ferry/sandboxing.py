@@ -45,7 +45,7 @@ class SandboxProcess:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.urls_file.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "ferry.sandbox", "--urls-file", str(self.urls_file)]
-        cmd += ["--runpod-api-port", "0", "--runpod-jobs-port", "0"]
+        cmd += ["--random-ports"]
         cmd += ["--state-dir", str(self.state_dir / "sandbox"), *self.args]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -78,11 +78,14 @@ class SandboxProcess:
 def provider_objects(
     urls: dict[str, Any], platform: str, name: str, namespace: str
 ) -> list[dict[str, Any]]:
-    """A Secret with the sandbox's token and a ProviderConfig named `name` using it.
+    """A Secret with the sandbox's credentials and a ProviderConfig named `name` using it.
 
-    `urls[platform]` is that fake's entry in the URLs file (`api`, `jobs`, `token`).
+    `urls[platform]` is that fake's entry in the URLs file: `api`, optionally `jobs`
+    (a job plane on a URL of its own), and `credentials` (the Secret's keys, e.g.
+    `tokenId`/`tokenSecret`) or else `token`.
     """
     fake = urls[platform]
+    credentials = fake.get("credentials") or {"token": fake["token"]}
     base_urls = [fake["api"]] + ([fake["jobs"]] if fake.get("jobs") else [])
     secret = {
         "apiVersion": "v1",
@@ -97,7 +100,7 @@ def provider_objects(
             },
         },
         "type": "Opaque",
-        "stringData": {"token": fake["token"]},
+        "stringData": dict(credentials),
     }
     spec: dict[str, Any] = {
         "provider": platform,

@@ -195,30 +195,18 @@ def provider_config(name: str, provider: str, secret: str | None = None) -> dict
     }
 
 
-class Sandbox:
-    """The platform sandbox of the test session, driven through its admin routes."""
+class Fake:
+    """One platform fake of the sandbox, driven over HTTP (platform and `/_sandbox` routes)."""
 
-    def __init__(self, process: sandboxing.SandboxProcess) -> None:
-        self.process = process
-        self.urls = process.urls
-        runpod = self.urls["runpod"]
-        self.api = runpod["api"]
-        self.jobs = runpod["jobs"]
-        self.token = runpod["token"]
+    def __init__(self, urls: dict[str, Any]) -> None:
+        self.entry = urls
+        self.api = urls["api"]
+        self.token = urls.get("token", "")
         self._http = httpx.Client(headers={"Authorization": f"Bearer {self.token}"}, timeout=30.0)
 
     def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """A call to the RunPod fake's API port (platform or `/_sandbox` admin route)."""
+        """A call to the fake's API port (a platform or a `/_sandbox` admin route)."""
         return self._http.request(method, f"{self.api}{path}", **kwargs)
-
-    def endpoints(self) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = self.call("GET", "/v2/serverless").json()["endpoints"]
-        return found
-
-    def tagged(self, uid: str) -> list[dict[str, Any]]:
-        return [
-            e for e in self.endpoints() if (e.get("env") or {}).get("FERRY_ENDPOINT_UID") == uid
-        ]
 
     def calls(self, method: str, route: str) -> int:
         for row in self.call("GET", "/_sandbox/calls").json()["calls"]:
@@ -234,3 +222,28 @@ class Sandbox:
 
     def close(self) -> None:
         self._http.close()
+
+
+class Sandbox(Fake):
+    """The platform sandbox of the test session: its RunPod fake, and the others by name."""
+
+    def __init__(self, process: sandboxing.SandboxProcess) -> None:
+        self.process = process
+        self.urls = process.urls
+        super().__init__(self.urls["runpod"])
+        self.jobs = self.urls["runpod"]["jobs"]
+        self.fakes = {p: Fake(u) for p, u in self.urls.items() if p != "runpod"}
+
+    def endpoints(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.call("GET", "/v2/serverless").json()["endpoints"]
+        return found
+
+    def tagged(self, uid: str) -> list[dict[str, Any]]:
+        return [
+            e for e in self.endpoints() if (e.get("env") or {}).get("FERRY_ENDPOINT_UID") == uid
+        ]
+
+    def close(self) -> None:
+        for fake in self.fakes.values():
+            fake.close()
+        super().close()

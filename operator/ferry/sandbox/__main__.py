@@ -6,6 +6,7 @@ log line, every response (`X-Ferry-Sandbox: true`). Flags:
   --host 127.0.0.1            address to listen on (loopback unless you say otherwise)
   --runpod-api-port 18080     RunPod management API (REST v2) + /_sandbox admin; 0 = random
   --runpod-jobs-port 18081    RunPod job plane (run/status/stream/..., /openai/v1); 0 = random
+  --random-ports              every port above picked at random
   --token ferry-sandbox-token the API key the fakes accept (Bearer)
   --speed 1                   sandbox seconds per wall second (0 freezes; step it via admin)
   --inference on|off          real model-server processes (on) or every worker simulated (off)
@@ -74,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"RunPod job plane port, 0 = random (default {DEFAULT_RUNPOD_JOBS_PORT})",
     )
     p.add_argument(
+        "--random-ports",
+        action="store_true",
+        help="every platform's ports picked at random (tests, several sandboxes at once)",
+    )
+    p.add_argument(
         "--token", default=DEFAULT_TOKEN, help=f"API key the fakes accept (default {DEFAULT_TOKEN})"
     )
     p.add_argument(
@@ -116,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> None:
+    if args.random_ports:
+        for name in vars(args):
+            if name.endswith("_port"):
+                setattr(args, name, 0)
     for name in ("runpod_api_port", "runpod_jobs_port"):
         port = getattr(args, name)
         if not 0 <= port <= 65535:
