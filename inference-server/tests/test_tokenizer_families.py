@@ -99,6 +99,20 @@ def cleanup_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
                        cleanup=True)
 
 
+def reference_ids(path: Path, tok: Any, prompt: str, n: int) -> list[int]:
+    """Greedy ids from plain transformers `generate`, independent of the server's batcher."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+    model.generation_config.eos_token_id = None  # like ignore_eos: never stop early
+    ids = [tok.bos_token_id, *tok.encode(prompt, add_special_tokens=False)]
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids)),
+                             max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
+    return [int(t) for t in out[0, len(ids):]]
+
+
 @pytest.mark.parametrize("model", ["tiny_model", "cleanup_model", "sp_model"])
 def test_engine_streams_exactly_what_decode_gives(
     model: str, request: pytest.FixtureRequest
@@ -107,8 +121,9 @@ def test_engine_streams_exactly_what_decode_gives(
     tok = AutoTokenizer.from_pretrained(str(path))
     info = TokenizerInfo(tok)
     settings = Settings(model=str(path), device="cpu", warmup=False, max_batch_size=4)
+    greedy = [reference_ids(path, tok, prompt, 120) for prompt in TEXTS]
 
-    async def run() -> list[tuple[list[Any], Any]]:
+    async def run() -> list[tuple[list[Any], Any, list[int] | None]]:
         engine = TransformersEngine(settings)
         await engine.load()
         try:
@@ -118,17 +133,21 @@ def test_engine_streams_exactly_what_decode_gives(
                     req = GenerationRequest(prompt=prompt, max_tokens=120, ignore_eos=True,
                                             **sampling)  # type: ignore[arg-type]
                     chunks = [c async for c in engine.stream(req)]
-                    runs.append((chunks, await engine.generate(req)))
+                    reference = greedy[i] if sampling["temperature"] == 0.0 else None
+                    runs.append((chunks, await engine.generate(req), reference))
             return runs
         finally:
             await engine.close()
 
     split_chars = 0
-    for chunks, whole in asyncio.run(run()):
-        ids = [i for c in chunks for i in c.token_ids]
+    for chunks, whole, reference in asyncio.run(run()):
         streamed = "".join(c.text for c in chunks)
+        if reference is not None:
+            assert streamed == tok.decode(reference, skip_special_tokens=True)
+        ids = [i for c in chunks for i in c.token_ids]
         assert streamed == whole.text == tok.decode(ids, skip_special_tokens=True)
         assert tuple(ids) == whole.token_ids
+        assert reference is None or ids == reference
         assert len(ids) == whole.completion_tokens == 120
         assert sum(bool(c.text) for c in chunks) > 10, "text should stream, not come at the end"
         split_chars += sum(not _whole(info, t) for t in ids)
