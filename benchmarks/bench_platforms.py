@@ -43,6 +43,10 @@ from ferry import devcluster, sandboxing
 
 ROOT = Path(__file__).resolve().parents[1]
 IEP = create_namespaced_resource("ferry.dev", "v1alpha1", "InferenceEndpoint", "inferenceendpoints")
+# Registered so that codecs.from_dict can load the sandbox's ProviderConfig.
+PROVIDER_CONFIG = create_namespaced_resource(
+    "ferry.dev", "v1alpha1", "ProviderConfig", "providerconfigs"
+)
 NS = "bench-platforms"
 #: Reads per endpoint per poll interval that D4 allows, by platform (shared catalogue
 #: reads per ProviderConfig are added separately).
