@@ -200,6 +200,7 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str]] = [
     ("unknown field", "/v1/completions", {"prompt": "x", "frobnicate": 1}, 400,
      "frobnicate: unknown parameter"),
     ("unknown model", "/v1/completions", {"prompt": "x", "model": "gpt-9"}, 404, "gpt-9"),
+    ("huge seed", "/v1/completions", {"prompt": "x", "seed": 2**70}, 400, "seed"),
     ("no messages", "/v1/chat/completions", {"messages": []}, 400, "messages"),
     ("bad role", "/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, 400,
      "role"),

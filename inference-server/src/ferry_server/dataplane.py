@@ -258,6 +258,8 @@ class DataPlane:
             )
         if not 0.0 < top_p <= 1.0:
             raise InvalidInput(f"top_p must be in (0, 1], got {top_p}", param="top_p")
+        if seed is not None and not -(2**63) <= seed < 2**63:
+            raise InvalidInput("seed must fit in 64 bits", param="seed")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if len(stops) > 4 or any(not s for s in stops):
             raise InvalidInput("stop takes at most 4 non-empty strings", param="stop")
