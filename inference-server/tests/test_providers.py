@@ -107,6 +107,7 @@ def test_runpod_native_jobs_map_to_the_engine(tiny_model: Path) -> None:
         {"prompt": "x", "max_tokens": 10**9},
         {"prompt": "x", "max_tokens": "5"},
         {"prompt": "x", "stream": "yes"},
+        {"prompt": "x", "logprobs": 2},
     ]))
     assert len(text) == 1
     assert text[0]["usage"]["completion_tokens"] == 5
@@ -122,6 +123,14 @@ def test_runpod_native_jobs_map_to_the_engine(tiny_model: Path) -> None:
     assert "limit" in errors[1]
     assert "max_tokens" in errors[2]
     assert "stream" in errors[3]
+    assert "logprobs" in errors[4], "an unhonoured field is named, never ignored"
+
+
+def test_runpod_native_chat_has_no_small_default(tiny_model: Path) -> None:
+    (chat,) = asyncio.run(_runpod_items(tiny_model, [
+        {"messages": [{"role": "user", "content": "hi"}], "temperature": 0, "ignore_eos": True},
+    ]))
+    assert chat[0]["usage"]["completion_tokens"] > 16
 
 
 def test_runpod_job_input_must_be_an_object(tiny_model: Path) -> None:

@@ -68,7 +68,21 @@ def _num(value: Any, default: float, name: str) -> float:
     return float(value)
 
 
+#: Keys of a native job input; anything else is named in an error, never ignored.
+NATIVE_KEYS = frozenset(
+    {"prompt", "messages", "max_tokens", "temperature", "top_p", "stop", "seed", "ignore_eos",
+     "stream"}
+)
+
+
 def _to_request(dp: DataPlane, job_input: dict[str, Any]) -> GenerationRequest:
+    unknown = sorted(set(job_input) - NATIVE_KEYS)
+    if unknown:
+        raise InvalidInput(
+            f"unsupported job input field(s) {', '.join(unknown)}; native jobs take"
+            f" {', '.join(sorted(NATIVE_KEYS))} (or send openai_route + openai_input)",
+            param=unknown[0],
+        )
     if "messages" in job_input:
         messages = job_input["messages"]
         if not isinstance(messages, list) or not messages or not all(
@@ -96,6 +110,8 @@ def _to_request(dp: DataPlane, job_input: dict[str, Any]) -> GenerationRequest:
         stop=stop,
         seed=_opt_int(job_input.get("seed"), "seed"),
         ignore_eos=job_input.get("ignore_eos") is True,
+        # Chat has no small default: the context and the server's limit bound it.
+        fit_context="messages" in job_input,
     )
 
 
