@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
+import httpx
 import pytest
 
 from ferry.api.v1alpha1 import types
 from ferry.providers import runpod
-from ferry.providers.base import PermanentProviderError, Target
+from ferry.providers.base import ClientConfig, Credentials, PermanentProviderError, Target
 
 CATALOGUE = [
     {"id": "NVIDIA GeForce RTX 4090", "name": "RTX 4090", "pool": "ADA_24"},
@@ -187,3 +189,32 @@ def test_tagged_finds_ferrys_endpoint_by_uid_oldest_first() -> None:
     theirs = live(id="x", env={"FERRY_ENDPOINT_UID": "someone-else"})
     assert runpod.tagged([theirs, mine_new, mine_old], "uid-7") == mine_old
     assert runpod.tagged([theirs], "uid-7") is None
+
+
+async def test_the_catalogue_is_read_once_per_interval_however_many_ask() -> None:
+    reads: list[str] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        reads.append(request.url.path)
+        await asyncio.sleep(0)  # let the other callers pile up behind this read
+        return httpx.Response(200, json={"gpus": CATALOGUE})
+
+    now = [0.0]
+    config = ClientConfig(
+        provider="runpod",
+        base_url="http://api.test",
+        inference_base_url="http://jobs.test",
+        credentials=Credentials({"token": "t"}),
+        config_name="rp",
+        secret_name="rp-token",
+        shared_ttl=30.0,
+    )
+    provider = runpod.RunPodProvider(
+        config, transport=httpx.MockTransport(answer), monotonic=lambda: now[0]
+    )
+    await asyncio.gather(*(provider.catalogue() for _ in range(20)))
+    assert reads == ["/v2/catalog/gpus"]
+    now[0] = 31.0
+    await asyncio.gather(*(provider.catalogue() for _ in range(20)))
+    assert len(reads) == 2
+    await provider.close()

@@ -13,6 +13,7 @@ per ProviderConfig per poll and shared. Facts: ../shared/design/providers.md.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -233,6 +234,8 @@ class RunPodProvider:
         )
         self._monotonic = monotonic
         self._catalogue: tuple[float, Catalogue] | None = None
+        # One read when the catalogue goes stale, however many reconciles need it then.
+        self._catalogue_lock = asyncio.Lock()
         # The endpoint as the last observe read it, so an update sends a PATCH of
         # what differs without reading it again.
         self._seen: dict[str, dict[str, Any]] = {}
@@ -306,15 +309,16 @@ class RunPodProvider:
 
     async def catalogue(self) -> Catalogue:
         """`/v2/catalog/gpus`, read at most once per poll interval for this account (D3)."""
-        now = self._monotonic()
-        stale = self._catalogue is None or now - self._catalogue[0] > self._config.shared_ttl
-        if stale:
-            response = await self._http.request(
-                "GET", f"{self._api}/v2/catalog/gpus", what="read the GPU catalogue"
-            )
-            self._catalogue = (now, list(response.json().get("gpus") or []))
-        assert self._catalogue is not None
-        return self._catalogue[1]
+        async with self._catalogue_lock:
+            now = self._monotonic()
+            held = self._catalogue
+            if held is None or now - held[0] > self._config.shared_ttl:
+                response = await self._http.request(
+                    "GET", f"{self._api}/v2/catalog/gpus", what="read the GPU catalogue"
+                )
+                held = (now, list(response.json().get("gpus") or []))
+                self._catalogue = held
+            return held[1]
 
 
 BACKEND = Backend(
