@@ -6,6 +6,7 @@ log line, every response (`X-Ferry-Sandbox: true`). Flags:
   --host 127.0.0.1            address to listen on (loopback unless you say otherwise)
   --runpod-api-port 18080     RunPod management API (REST v2) + /_sandbox admin; 0 = random
   --runpod-jobs-port 18081    RunPod job plane (run/status/stream/..., /openai/v1); 0 = random
+  --replicate-port 18082      Replicate API (/v1) + /_sandbox admin; 0 = random
   --random-ports              every port above picked at random
   --token ferry-sandbox-token the API key the fakes accept (Bearer)
   --speed 1                   sandbox seconds per wall second (0 freezes; step it via admin)
@@ -15,9 +16,12 @@ log line, every response (`X-Ferry-Sandbox: true`). Flags:
                               inference-server/.venv/bin/python)
   --boot-seconds 3            a worker's cold boot on the sandbox clock
   --sim-job-seconds 1         how long a simulated job runs (inference off)
+  --replicate-boot-seconds 60 a Replicate instance's cold boot on the sandbox clock (slow, as
+                              on the platform)
   --validate-responses        check every management answer against the spec (tests)
   --urls-file PATH            once listening, write {"runpod": {"api", "jobs", "token",
-                              "admin"}} there (removed again on exit)
+                              "admin"}, "replicate": {"api", "token", "admin"}} there (removed
+                              again on exit)
   --state-dir PATH            worker logs and HOME (default: a temporary directory)
   --cache-dir PATH            where the tiny model is cached (default ~/.cache/ferry/sandbox)
   --log-level info
@@ -42,11 +46,13 @@ import tempfile
 from pathlib import Path
 
 from ferry.sandbox import modelserver, serving
+from ferry.sandbox.replicate.app import ReplicateConfig, ReplicateSandbox
 from ferry.sandbox.runpod.app import RunPodConfig, RunPodSandbox
 
 DEFAULT_TOKEN = "ferry-sandbox-token"
 DEFAULT_RUNPOD_API_PORT = 18080
 DEFAULT_RUNPOD_JOBS_PORT = 18081
+DEFAULT_REPLICATE_PORT = 18082
 
 log = logging.getLogger("ferry.sandbox")
 
@@ -58,7 +64,7 @@ class _Usage(Exception):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ferry sandbox",
-        description="Local fakes of serverless GPU platforms (RunPod today) for trying Ferry "
+        description="Local fakes of serverless GPU platforms (RunPod, Replicate) for trying Ferry "
         "with no account. A sandbox: nothing here is a real cloud.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -73,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_RUNPOD_JOBS_PORT,
         help=f"RunPod job plane port, 0 = random (default {DEFAULT_RUNPOD_JOBS_PORT})",
+    )
+    p.add_argument(
+        "--replicate-port",
+        type=int,
+        default=DEFAULT_REPLICATE_PORT,
+        help=f"Replicate API port, 0 = random (default {DEFAULT_REPLICATE_PORT})",
     )
     p.add_argument(
         "--random-ports",
@@ -108,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
         help="how long a simulated job runs with inference off (default 1)",
     )
     p.add_argument(
+        "--replicate-boot-seconds",
+        type=float,
+        default=60.0,
+        help="a Replicate instance's cold boot on the sandbox clock (default 60)",
+    )
+    p.add_argument(
         "--validate-responses",
         action="store_true",
         help="check every management answer against the published spec",
@@ -126,7 +144,7 @@ def _check(args: argparse.Namespace) -> None:
         for name in vars(args):
             if name.endswith("_port"):
                 setattr(args, name, 0)
-    for name in ("runpod_api_port", "runpod_jobs_port"):
+    for name in ("runpod_api_port", "runpod_jobs_port", "replicate_port"):
         port = getattr(args, name)
         if not 0 <= port <= 65535:
             raise _Usage(f"--{name.replace('_', '-')} must be between 0 and 65535, got {port}")
@@ -138,6 +156,8 @@ def _check(args: argparse.Namespace) -> None:
         raise _Usage(f"--max-processes must be 0 or more, got {args.max_processes}")
     if args.boot_seconds < 0 or args.sim_job_seconds < 0:
         raise _Usage("--boot-seconds and --sim-job-seconds must be 0 or more")
+    if args.replicate_boot_seconds < 0:
+        raise _Usage("--replicate-boot-seconds must be 0 or more")
     if not args.token.strip():
         raise _Usage("--token must not be empty")
     if not args.host.strip():
@@ -211,6 +231,19 @@ async def _serve(args: argparse.Namespace) -> int:
             state_dir=state_dir,
         )
     )
+    replicate = ReplicateSandbox(
+        ReplicateConfig(
+            token=args.token,
+            speed=args.speed,
+            inference=args.inference == "on",
+            max_processes=args.max_processes,
+            boot_seconds=args.replicate_boot_seconds,
+            sim_seconds=args.sim_job_seconds,
+            validate_responses=args.validate_responses,
+            server=server,
+            state_dir=state_dir / "replicate",
+        )
+    )
     try:
         api = serving.bind(
             "RunPod management API", sandbox.api_app, args.host, args.runpod_api_port
@@ -222,29 +255,39 @@ async def _serve(args: argparse.Namespace) -> int:
         except serving.PortInUse:
             api.sock.close()
             raise
+        try:
+            rep_api = serving.bind("Replicate API", replicate.app, args.host, args.replicate_port)
+        except serving.PortInUse:
+            api.sock.close()
+            jobs.sock.close()
+            raise
     except serving.PortInUse as exc:
         _say(str(exc))
         return 2
     sandbox.set_urls(api.url(args.host), jobs.url(args.host))
-    runner = serving.Serving([api, jobs], log_level="warning")
+    replicate.set_url(rep_api.url(args.host))
+    runner = serving.Serving([api, jobs, rep_api], log_level="warning")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     serve_task = asyncio.create_task(runner.run(), name="sandbox-serve")
     ticker = asyncio.create_task(sandbox.run_ticker(), name="sandbox-ticker")
+    rep_ticker = asyncio.create_task(replicate.run_ticker(), name="sandbox-replicate-ticker")
     try:
         await runner.wait_started()
-        _banner(args, sandbox, server, state_dir)
+        _banner(args, sandbox, server, state_dir, replicate)
         if args.urls_file:
-            _write_urls(args.urls_file, sandbox, args.token)
+            _write_urls(args.urls_file, sandbox, args.token, replicate)
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({stopped, serve_task}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
     finally:
         _say("stopping: worker processes, then servers")
         ticker.cancel()
+        rep_ticker.cancel()
         await sandbox.close()
+        await replicate.close()
         runner.stop()
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(serve_task, timeout=10)
@@ -264,6 +307,7 @@ def _banner(
     sandbox: RunPodSandbox,
     server: modelserver.ModelServer | None,
     state_dir: Path,
+    replicate: ReplicateSandbox,
 ) -> None:
     jobs = sandbox.platform.jobs_url
     if server is not None:
@@ -278,6 +322,10 @@ def _banner(
         f"  RunPod API    {sandbox.api_url}   (REST v2 management; Bearer {args.token})",
         f"  RunPod jobs   {jobs}   (job plane; OpenAI: {jobs}/v2/<endpoint id>/openai/v1)",
         f"  admin         {sandbox.api_url}/_sandbox   (clock, faults, calls, capacity, billing)",
+        f"  Replicate API {replicate.api_url}   (/v1 deployments and predictions; Bearer"
+        f" {args.token}; account {replicate.platform.account['username']})",
+        f"  admin         {replicate.api_url}/_sandbox   (clock, faults, calls, models, billing;"
+        f" instance cold boot {args.replicate_boot_seconds:g}s on its clock)",
         f"  inference     {inference}",
         f"  clock         speed {args.speed:g}; worker boot {args.boot_seconds:g}s on the clock",
         f"  worker logs   {state_dir / 'logs'}",
@@ -286,14 +334,21 @@ def _banner(
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
-def _write_urls(path: Path, sandbox: RunPodSandbox, token: str) -> None:
+def _write_urls(
+    path: Path, sandbox: RunPodSandbox, token: str, replicate: ReplicateSandbox
+) -> None:
     body = {
         "runpod": {
             "api": sandbox.api_url,
             "jobs": sandbox.platform.jobs_url,
             "token": token,
             "admin": f"{sandbox.api_url}/_sandbox",
-        }
+        },
+        "replicate": {
+            "api": replicate.api_url,
+            "token": token,
+            "admin": f"{replicate.api_url}/_sandbox",
+        },
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(path.name + ".tmp")
