@@ -104,10 +104,8 @@ def launch(tmp: Path, *flags: str, wait: bool = True, timeout: float = 180.0) ->
         sys.executable,
         "-m",
         "ferry.sandbox",
-        "--runpod-api-port",
-        "0",
-        "--runpod-jobs-port",
-        "0",
+        # Every fake on a random port: sandboxes of other sessions may hold the defaults.
+        "--random-ports",
         "--urls-file",
         str(urls),
         "--state-dir",

@@ -75,7 +75,8 @@ def test_sigterm_stops_it_cleanly_and_the_urls_file_goes(
 ) -> None:
     sb = start_sandbox("--inference", "off")
     info = json.loads(sb.urls_file.read_text())
-    assert set(info) == {"runpod"}
+    assert {"runpod", "replicate"} <= set(info)
+    assert info["replicate"]["admin"] == f"{info['replicate']['api']}/_sandbox"
     assert info["runpod"]["api"] == sb.api_url
     assert info["runpod"]["jobs"].startswith("http://127.0.0.1:")
     assert info["runpod"]["token"] == "ferry-sandbox-token"
