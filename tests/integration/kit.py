@@ -200,7 +200,8 @@ class Fake:
 
     def __init__(self, urls: dict[str, Any]) -> None:
         self.entry = urls
-        self.api = urls["api"]
+        # The HTTP port that serves `/_sandbox` (a gRPC fake's API port cannot: its `admin`).
+        self.api = str(urls.get("admin", urls["api"])).removesuffix("/_sandbox")
         self.token = urls.get("token", "")
         self._http = httpx.Client(headers={"Authorization": f"Bearer {self.token}"}, timeout=30.0)
 

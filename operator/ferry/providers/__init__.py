@@ -7,7 +7,7 @@ here, touching neither the reconciler nor the kopf wiring.
 from __future__ import annotations
 
 from ferry import kube as kube_api
-from ferry.providers import local, replicate, runpod
+from ferry.providers import local, modal, replicate, runpod
 from ferry.providers.base import Backend, ClientConfig, Provider
 
 
@@ -23,5 +23,6 @@ def registry(kube: kube_api.Api) -> dict[str, Backend]:
         Backend("local", connect=connect_local, exports_env=False),
         runpod.BACKEND,
         replicate.BACKEND,
+        modal.BACKEND,
     ]
     return {b.name: b for b in backends}

@@ -7,6 +7,8 @@ log line, every response (`X-Ferry-Sandbox: true`). Flags:
   --runpod-api-port 18080     RunPod management API (REST v2) + /_sandbox admin; 0 = random
   --runpod-jobs-port 18081    RunPod job plane (run/status/stream/..., /openai/v1); 0 = random
   --replicate-port 18082      Replicate API (/v1) + /_sandbox admin; 0 = random
+  --modal-port 18083          Modal API (gRPC on plain HTTP/2); 0 = random
+  --modal-web-port 18084      Modal web functions' URLs + the Modal fake's /_sandbox admin
   --random-ports              every port above picked at random
   --token ferry-sandbox-token the API key the fakes accept (Bearer)
   --speed 1                   sandbox seconds per wall second (0 freezes; step it via admin)
@@ -18,10 +20,12 @@ log line, every response (`X-Ferry-Sandbox: true`). Flags:
   --sim-job-seconds 1         how long a simulated job runs (inference off)
   --replicate-boot-seconds 60 a Replicate instance's cold boot on the sandbox clock (slow, as
                               on the platform)
+  --modal-boot-seconds 1      a Modal container's cold start on the sandbox clock (fast: warm
+                              pool)
   --validate-responses        check every management answer against the spec (tests)
   --urls-file PATH            once listening, write {"runpod": {"api", "jobs", "token",
-                              "admin"}, "replicate": {"api", "token", "admin"}} there (removed
-                              again on exit)
+                              "admin"}, "replicate": {"api", "token", "admin"}, "modal": {"api",
+                              "web", "token", "credentials", "admin"}} there (removed on exit)
   --state-dir PATH            worker logs and HOME (default: a temporary directory)
   --cache-dir PATH            where the tiny model is cached (default ~/.cache/ferry/sandbox)
   --log-level info
@@ -46,6 +50,7 @@ import tempfile
 from pathlib import Path
 
 from ferry.sandbox import modelserver, serving
+from ferry.sandbox.modal.app import ModalConfig, ModalSandbox
 from ferry.sandbox.replicate.app import ReplicateConfig, ReplicateSandbox
 from ferry.sandbox.runpod.app import RunPodConfig, RunPodSandbox
 
@@ -53,6 +58,8 @@ DEFAULT_TOKEN = "ferry-sandbox-token"
 DEFAULT_RUNPOD_API_PORT = 18080
 DEFAULT_RUNPOD_JOBS_PORT = 18081
 DEFAULT_REPLICATE_PORT = 18082
+DEFAULT_MODAL_PORT = 18083
+DEFAULT_MODAL_WEB_PORT = 18084
 
 log = logging.getLogger("ferry.sandbox")
 
@@ -64,8 +71,8 @@ class _Usage(Exception):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ferry sandbox",
-        description="Local fakes of serverless GPU platforms (RunPod, Replicate) for trying Ferry "
-        "with no account. A sandbox: nothing here is a real cloud.",
+        description="Local fakes of serverless GPU platforms (RunPod, Replicate, Modal) for trying "
+        "Ferry with no account. A sandbox: nothing here is a real cloud.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument(
@@ -85,6 +92,18 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_REPLICATE_PORT,
         help=f"Replicate API port, 0 = random (default {DEFAULT_REPLICATE_PORT})",
+    )
+    p.add_argument(
+        "--modal-port",
+        type=int,
+        default=DEFAULT_MODAL_PORT,
+        help=f"Modal API (gRPC) port, 0 = random (default {DEFAULT_MODAL_PORT})",
+    )
+    p.add_argument(
+        "--modal-web-port",
+        type=int,
+        default=DEFAULT_MODAL_WEB_PORT,
+        help=f"Modal web functions + admin port, 0 = random (default {DEFAULT_MODAL_WEB_PORT})",
     )
     p.add_argument(
         "--random-ports",
@@ -126,6 +145,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a Replicate instance's cold boot on the sandbox clock (default 60)",
     )
     p.add_argument(
+        "--modal-boot-seconds",
+        type=float,
+        default=1.0,
+        help="a Modal container's cold start on the sandbox clock (default 1)",
+    )
+    p.add_argument(
         "--validate-responses",
         action="store_true",
         help="check every management answer against the published spec",
@@ -144,7 +169,13 @@ def _check(args: argparse.Namespace) -> None:
         for name in vars(args):
             if name.endswith("_port"):
                 setattr(args, name, 0)
-    for name in ("runpod_api_port", "runpod_jobs_port", "replicate_port"):
+    for name in (
+        "runpod_api_port",
+        "runpod_jobs_port",
+        "replicate_port",
+        "modal_port",
+        "modal_web_port",
+    ):
         port = getattr(args, name)
         if not 0 <= port <= 65535:
             raise _Usage(f"--{name.replace('_', '-')} must be between 0 and 65535, got {port}")
@@ -158,6 +189,10 @@ def _check(args: argparse.Namespace) -> None:
         raise _Usage("--boot-seconds and --sim-job-seconds must be 0 or more")
     if args.replicate_boot_seconds < 0:
         raise _Usage("--replicate-boot-seconds must be 0 or more")
+    if args.modal_boot_seconds < 0:
+        raise _Usage("--modal-boot-seconds must be 0 or more")
+    if args.modal_port and args.modal_port == args.modal_web_port:
+        raise _Usage("--modal-port and --modal-web-port must differ")
     if not args.token.strip():
         raise _Usage("--token must not be empty")
     if not args.host.strip():
@@ -244,6 +279,17 @@ async def _serve(args: argparse.Namespace) -> int:
             state_dir=state_dir / "replicate",
         )
     )
+    modal = ModalSandbox(
+        ModalConfig(
+            token=args.token,
+            speed=args.speed,
+            inference=args.inference == "on",
+            max_processes=args.max_processes,
+            boot_seconds=args.modal_boot_seconds,
+            server=server,
+            state_dir=state_dir / "modal",
+        )
+    )
     try:
         api = serving.bind(
             "RunPod management API", sandbox.api_app, args.host, args.runpod_api_port
@@ -261,12 +307,28 @@ async def _serve(args: argparse.Namespace) -> int:
             api.sock.close()
             jobs.sock.close()
             raise
+        try:
+            # The gRPC socket is served by grpclib, not uvicorn: its listener's app is unused.
+            modal_api = serving.bind("Modal API", modal.web_app, args.host, args.modal_port)
+            try:
+                modal_web = serving.bind(
+                    "Modal web functions", modal.web_app, args.host, args.modal_web_port
+                )
+            except serving.PortInUse:
+                modal_api.sock.close()
+                raise
+        except serving.PortInUse:
+            for taken in (api, jobs, rep_api):
+                taken.sock.close()
+            raise
     except serving.PortInUse as exc:
         _say(str(exc))
         return 2
     sandbox.set_urls(api.url(args.host), jobs.url(args.host))
     replicate.set_url(rep_api.url(args.host))
-    runner = serving.Serving([api, jobs, rep_api], log_level="warning")
+    modal.set_urls(modal_api.url(args.host), modal_web.url(args.host))
+    await modal.start_grpc(modal_api.sock)
+    runner = serving.Serving([api, jobs, rep_api, modal_web], log_level="warning")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -274,11 +336,12 @@ async def _serve(args: argparse.Namespace) -> int:
     serve_task = asyncio.create_task(runner.run(), name="sandbox-serve")
     ticker = asyncio.create_task(sandbox.run_ticker(), name="sandbox-ticker")
     rep_ticker = asyncio.create_task(replicate.run_ticker(), name="sandbox-replicate-ticker")
+    modal_ticker = asyncio.create_task(modal.run_ticker(), name="sandbox-modal-ticker")
     try:
         await runner.wait_started()
-        _banner(args, sandbox, server, state_dir, replicate)
+        _banner(args, sandbox, server, state_dir, replicate, modal)
         if args.urls_file:
-            _write_urls(args.urls_file, sandbox, args.token, replicate)
+            _write_urls(args.urls_file, sandbox, args.token, replicate, modal)
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({stopped, serve_task}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
@@ -286,8 +349,10 @@ async def _serve(args: argparse.Namespace) -> int:
         _say("stopping: worker processes, then servers")
         ticker.cancel()
         rep_ticker.cancel()
+        modal_ticker.cancel()
         await sandbox.close()
         await replicate.close()
+        await modal.close()
         runner.stop()
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(serve_task, timeout=10)
@@ -308,6 +373,7 @@ def _banner(
     server: modelserver.ModelServer | None,
     state_dir: Path,
     replicate: ReplicateSandbox,
+    modal: ModalSandbox,
 ) -> None:
     jobs = sandbox.platform.jobs_url
     if server is not None:
@@ -326,6 +392,11 @@ def _banner(
         f" {args.token}; account {replicate.platform.account['username']})",
         f"  admin         {replicate.api_url}/_sandbox   (clock, faults, calls, models, billing;"
         f" instance cold boot {args.replicate_boot_seconds:g}s on its clock)",
+        f"  Modal API     {modal.api_url}   (gRPC, plain HTTP/2: MODAL_SERVER_URL; token id"
+        f" {modal.config.token_id}, token secret {args.token})",
+        f"  Modal web     {modal.web_url}/sandbox--<label>   (web functions; OpenAI: <url>/v1)",
+        f"  admin         {modal.web_url}/_sandbox   (clock, faults, calls, state, images, billing;"
+        f" container cold start {args.modal_boot_seconds:g}s on its clock)",
         f"  inference     {inference}",
         f"  clock         speed {args.speed:g}; worker boot {args.boot_seconds:g}s on the clock",
         f"  worker logs   {state_dir / 'logs'}",
@@ -335,7 +406,11 @@ def _banner(
 
 
 def _write_urls(
-    path: Path, sandbox: RunPodSandbox, token: str, replicate: ReplicateSandbox
+    path: Path,
+    sandbox: RunPodSandbox,
+    token: str,
+    replicate: ReplicateSandbox,
+    modal: ModalSandbox,
 ) -> None:
     body = {
         "runpod": {
@@ -348,6 +423,15 @@ def _write_urls(
             "api": replicate.api_url,
             "token": token,
             "admin": f"{replicate.api_url}/_sandbox",
+        },
+        "modal": {
+            # `api` is the gRPC server (a ProviderConfig's baseUrl); admin calls go to the web
+            # port, which `admin` names.
+            "api": modal.api_url,
+            "web": modal.web_url,
+            "token": token,
+            "credentials": {"tokenId": modal.config.token_id, "tokenSecret": token},
+            "admin": f"{modal.web_url}/_sandbox",
         },
     }
     path.parent.mkdir(parents=True, exist_ok=True)
