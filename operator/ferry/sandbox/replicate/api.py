@@ -27,11 +27,14 @@ MIN_CANCEL_AFTER_S = 5.0
 
 
 def wait_seconds(prefer: str | None) -> float | None:
-    """`Prefer: wait=N` (1-60; the spec validates the form) -> N; bare `wait` -> 60."""
+    """`Prefer: wait=N` -> N seconds, at most 60; bare `wait` -> 60.
+
+    The spec's pattern admits 1-99 though its text says 1-60: the text is taken as the limit.
+    """
     if not prefer:
         return None
     _, _, value = prefer.partition("=")
-    return float(value) if value else 60.0
+    return min(float(value), 60.0) if value else 60.0
 
 
 def cancel_after(header: str | None) -> float | None:

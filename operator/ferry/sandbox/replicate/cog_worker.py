@@ -1,6 +1,6 @@
 """One Replicate instance's predictor: Ferry's cog `Predictor`, driven the way cog drives it.
 
-Run as a script by the inference server's Python (`<server-python> cog_worker.py`), not
+Run as a script by the inference server's Python (`<server-python> -I cog_worker.py`), not
 imported by the sandbox: it uses the standard library and the predictor's own imports only.
 No container engine is present, so instead of cog's HTTP server this loop plays cog's part:
 import `predict.Predictor` from `FERRY_COG_PREDICTOR_DIR`, call `setup()` once, then take one

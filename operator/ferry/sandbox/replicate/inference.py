@@ -1,6 +1,6 @@
 """Real Replicate instances: Ferry's cog predictor in a process of its own (D7).
 
-A backed instance is `<server-python> cog_worker.py`, which imports the `Predictor` of
+A backed instance is `<server-python> -I cog_worker.py`, which imports the `Predictor` of
 `inference-server/replicate/predict.py`, runs its `setup()` with the sandbox's tiny model and
 then takes predictions from the fake's worker routes (`app`), one at a time, as cog would.
 `worker_env` is the whole environment the process gets: nothing of the sandbox's own leaks
@@ -88,7 +88,10 @@ class InstanceProcesses:
             model_dir=self.server.model_dir,
             home=self.home,
         )
-        self.pool.launch(instance.id, [str(self.server.python), str(WORKER_SCRIPT)], env)
+        # -I: the script's own directory (this package, whose `platform` module would shadow
+        # the standard library's) is not put on the process's path.
+        argv = [str(self.server.python), "-I", str(WORKER_SCRIPT)]
+        self.pool.launch(instance.id, argv, env)
 
     def terminate(self, instance_id: str) -> None:
         """Stop the instance's process (the slot is free now)."""

@@ -564,11 +564,11 @@ class ReplicatePlatform:
             if instance.idle_since is None and instance.prediction is None and instance.booted(now):
                 instance.idle_since = max(instance.ready_at, instance.process_ready_at or 0.0)
         self._expire(now)
+        if not self.options.inference:
+            self._simulate(now)  # first, so an instance freed now takes the next one now
         for deployment in list(self.deployments.values()):
             self._scale(deployment, now)
             self._assign(deployment, now)
-        if not self.options.inference:
-            self._simulate(now)
         for deployment in self.deployments.values():
             self._mark_offline(deployment, now)
         self._changed()
