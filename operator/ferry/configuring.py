@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from ferry import connecting
 from ferry import kube as kube_api
@@ -35,6 +36,22 @@ def users_of(endpoints: list[dict[str, object]], name: str) -> list[str]:
             if isinstance(meta, dict):
                 found.append(str(meta.get("name")))
     return sorted(found)
+
+
+#: The reason an endpoint reports when the platform refused the credentials.
+REJECTED = "CredentialsRejected"
+
+
+def rejected_by_platform(endpoints: list[dict[str, Any]], name: str) -> str | None:
+    """The message of an endpoint using `name` whose platform refused the credentials."""
+    for e in endpoints:
+        if ((e.get("spec") or {}).get("providerConfigRef") or {}).get("name") != name:
+            continue
+        for cond in (e.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "Stalled" and cond.get("reason") == REJECTED:
+                who = (e.get("metadata") or {}).get("name")
+                return f"{cond.get('message', '')} (seen by endpoint {who})"
+    return None
 
 
 class ConfigReconciler:
@@ -61,7 +78,8 @@ class ConfigReconciler:
             log.warning("%s/%s: removing %s", namespace, name, ", ".join(migration.removed))
             raw = await self._kube.patch(kube_api.PROVIDER_CONFIG, namespace, name, migration.patch)
         config = types.ProviderConfig.model_validate(raw)
-        users = users_of(await self._kube.list(kube_api.ENDPOINT, namespace), name)
+        endpoints = await self._kube.list(kube_api.ENDPOINT, namespace)
+        users = users_of(endpoints, name)
         meta = config.metadata
         holding = naming.FINALIZER in meta.finalizers
         if meta.deletion_timestamp:
@@ -91,6 +109,10 @@ class ConfigReconciler:
             phase = Phase("ready", "CredentialsFound", "credentials Secret found with every key")
         except PermanentProviderError as err:
             phase = Phase("stalled", err.reason, str(err))
+        rejected = rejected_by_platform(endpoints, name)
+        if phase.kind == "ready" and rejected is not None:
+            # The keys are there, but the platform said no: say so here too.
+            phase = Phase("stalled", REJECTED, rejected)
         await self._set_ready(config, phase)
         return users
 

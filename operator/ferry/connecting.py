@@ -52,6 +52,19 @@ class Connection:
     config: types.ProviderConfig | None = None
 
 
+#: Reasons that a change to a Secret (which Ferry does not watch) can clear.
+SECRET_REASONS = frozenset(
+    {
+        "CredentialsNotFound",
+        "CredentialsIncomplete",
+        "CredentialsRejected",
+        "SecretNotExportable",
+        "BaseUrlNotExportable",
+        "SecretNotFound",
+        "SecretKeyNotFound",
+    }
+)
+
 CacheKey = tuple[str, int, str]  # (ProviderConfig uid, generation, Secret resourceVersion)
 
 
@@ -299,21 +312,29 @@ class Connector:
         allowed = {
             _norm(u) for u in naming.annotation_list(secret.annotations, naming.EXPORT_BASE_URLS)
         }
-        for field_name, url, default in (
-            ("baseUrl", config.spec.base_url, backend.default_base_url),
-            (
-                "inferenceBaseUrl",
-                config.spec.inference_base_url,
-                backend.default_inference_base_url,
-            ),
-        ):
-            if url and _norm(url) != _norm(default or "") and _norm(url) not in allowed:
-                raise PermanentProviderError(
-                    f"ProviderConfig {name} sends the credentials in Secret {secret.name} to"
-                    f" spec.{field_name} {url}, which is not the {backend.name} default;"
-                    f" add it to the Secret's annotation {naming.EXPORT_BASE_URLS} to allow it",
-                    reason="BaseUrlNotExportable",
-                )
+        missing = [
+            (field_name, url)
+            for field_name, url, default in (
+                ("baseUrl", config.spec.base_url, backend.default_base_url),
+                (
+                    "inferenceBaseUrl",
+                    config.spec.inference_base_url,
+                    backend.default_inference_base_url,
+                ),
+            )
+            if url and _norm(url) != _norm(default or "") and _norm(url) not in allowed
+        ]
+        if missing:
+            shown = " and ".join(f"spec.{f} {u}" for f, u in missing)
+            urls = ",".join(_norm(u) for _, u in missing)
+            raise PermanentProviderError(
+                f"ProviderConfig {name} sends the credentials in Secret {secret.name} to"
+                f" {shown}, not the {backend.name} default; to allow it, list"
+                f" {'them' if len(missing) > 1 else 'it'} in the Secret's annotation"
+                f" {naming.EXPORT_BASE_URLS} (comma-separated), e.g."
+                f" {naming.EXPORT_BASE_URLS}: {urls}",
+                reason="BaseUrlNotExportable",
+            )
 
     @staticmethod
     def _check_export(secret: kube_api.SecretData, provider: str, named_by: str) -> None:

@@ -435,6 +435,10 @@ class Reconciler:
         except kube_api.KubeError as status_err:
             log.warning("cannot record failure on %s: %s", ep.metadata.name, status_err)
         retry_after = err.retry_after if isinstance(err, TransientProviderError) else None
+        if retry_after is None and err.reason in connecting.SECRET_REASONS:
+            # Secrets are not watched: look again soon, so a fixed Secret is noticed in
+            # seconds rather than after a backoff grown to a minute.
+            retry_after = self._timing.short * 5
         return Outcome(requeue_after=retry_after, error=True)
 
     async def _critical(

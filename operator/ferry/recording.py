@@ -101,7 +101,10 @@ class Recorder:
             old_ready is None or old_ready.reason != phase.reason
         )
         if was_ready != is_ready or new_problem:
-            warn = phase.kind == "stalled" or (was_ready and phase.kind == "progressing")
+            # Leaving Ready to apply a change someone made is expected, not a warning.
+            warn = phase.kind == "stalled" or (
+                was_ready and phase.kind == "progressing" and phase.reason != "Updating"
+            )
             await self.event(ep, "Warning" if warn else "Normal", phase.reason, phase.message)
 
     async def event(

@@ -630,3 +630,43 @@ async def test_a_capacity_wait_turns_stalled_after_capacity_timeout(world: World
     await world.run()
     assert world.condition("Ready")["status"] == "True"
     assert "waitingForCapacitySince" not in world.ep()["status"]
+
+
+async def test_every_unlisted_base_url_is_named_at_once(world: World) -> None:
+    world.kube.put(
+        provider_config(baseUrl="http://127.0.0.1:1", inferenceBaseUrl="http://127.0.0.1:2")
+    )
+    await world.run()
+    message = world.condition("Stalled")["message"]
+    assert "spec.baseUrl http://127.0.0.1:1 and spec.inferenceBaseUrl http://127.0.0.1:2" in message
+    assert "ferry.dev/export-base-urls: http://127.0.0.1:1,http://127.0.0.1:2" in message
+
+
+async def test_a_provider_config_shows_credentials_its_platform_rejected(world: World) -> None:
+    world.platform.faults["observe"] = [
+        PermanentProviderError("RunPod rejected the credentials", reason="CredentialsRejected")
+    ]
+    await world.run()
+    configs = configuring.ConfigReconciler(world.kube, world.connector, world.clock)
+    await configs.reconcile(NS, "rp")
+    pc = world.kube.obj("ProviderConfig", "rp")
+    assert pc is not None
+    ready = pc["status"]["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("False", "CredentialsRejected")
+    assert "seen by endpoint llm" in ready["message"]
+
+
+async def test_a_secret_problem_is_looked_at_again_soon(world: World) -> None:
+    del world.kube.secrets[(NS, "rp-token")]
+    first = await world.run()
+    second = await world.run()
+    assert first.requeue_after == second.requeue_after == 15.0, "no backoff grown to a minute"
+
+
+async def test_leaving_ready_for_an_update_is_a_normal_event(world: World) -> None:
+    await created(world)
+    world.platform.up_to_date = False
+    await world.run()
+    updating = [e for e in world.kube.events if e[2] == "Updating"]
+    assert updating, "losing Ready is announced"
+    assert updating[-1][1] == "Normal"

@@ -157,11 +157,19 @@ def test_diff_patches_only_what_differs(
         assert "excludedTypes" in patch["gpu"], "pools alone would clear the exclusions"
 
 
-def summary(**counts: int) -> dict[str, Any]:
+def summary(stale: int = 0, **counts: int) -> dict[str, Any]:
+    """A workers answer with `counts` workers per state (the first `stale` of an old release)."""
     base = {"running": 0, "idle": 0, "initializing": 0, "throttled": 0, "unhealthy": 0}
     base.update(counts)
     base["total"] = sum(base.values())
-    return {"workers": [], "summary": base}
+    rows = [
+        {"id": f"w{state}{i}", "status": state.upper(), "isStale": False}
+        for state, n in counts.items()
+        for i in range(n)
+    ]
+    for row in rows[:stale]:
+        row["isStale"] = True
+    return {"workers": rows, "summary": base}
 
 
 def test_observation_counts_warm_workers_and_builds_both_urls() -> None:
@@ -173,6 +181,13 @@ def test_observation_counts_warm_workers_and_builds_both_urls() -> None:
     assert obs.url == "http://j/v2/abc123"
     assert obs.openai_base_url == "http://j/v2/abc123/openai/v1"
     assert obs.problem is None
+
+
+def test_workers_of_an_older_release_mean_the_rollout_is_not_done() -> None:
+    want = runpod.desired(target(), CATALOGUE, ())
+    obs = runpod.observation(live(), summary(stale=1, idle=1, initializing=1), want, "http://j")
+    assert obs.ready_replicas == 0, "a warm worker of the old image is not ready at the spec"
+    assert obs.progressing
 
 
 def test_throttled_workers_wait_for_capacity_naming_the_pools() -> None:

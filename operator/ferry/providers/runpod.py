@@ -38,6 +38,8 @@ DEFAULT_API = platforms.PLATFORM_BASE_URLS[NAME]
 DEFAULT_JOBS = platforms.RUNPOD_INFERENCE_BASE_URL
 
 Catalogue = list[dict[str, Any]]
+#: Worker states whose model is loaded (the handler loads it before polling, D17).
+WARM = frozenset({"RUNNING", "IDLE"})
 
 
 # --- pure mapping ----------------------------------------------------------------------
@@ -172,11 +174,15 @@ def observation(
 ) -> Observation:
     """What Ferry reports of a RunPod endpoint.
 
-    Ready counts warm workers only (running + idle: the model is loaded, D17);
-    desired is the minimum Ferry keeps warm. Throttled workers are a capacity wait.
+    Ready counts warm workers of the current release only (running or idle: the model
+    is loaded, D17); desired is the minimum Ferry keeps warm. Workers of an older
+    release (`isStale`) mean a rollout is still in progress. Throttled workers are a
+    capacity wait.
     """
     summary = workers.get("summary") or {}
-    warm = int(summary.get("running", 0)) + int(summary.get("idle", 0))
+    rows = workers.get("workers") or []
+    warm = sum(1 for w in rows if w.get("status") in WARM and not w.get("isStale"))
+    stale = sum(1 for w in rows if w.get("isStale"))
     throttled = int(summary.get("throttled", 0))
     minimum = int((endpoint.get("workers") or {}).get("min", 0))
     changed, _ = diff(want, endpoint)
@@ -197,7 +203,7 @@ def observation(
         openai_base_url=f"{base}/openai/v1",
         desired_replicas=minimum,
         ready_replicas=warm,
-        progressing=int(summary.get("initializing", 0)) > 0 and warm < minimum,
+        progressing=stale > 0 or (int(summary.get("initializing", 0)) > 0 and warm < minimum),
         diff=changed,
         problem=problem,
     )
