@@ -122,6 +122,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # Also SIGINT: a shell starts background jobs with SIGINT ignored, and `kill -INT`
+    # must still stop everything.
+    signal.signal(signal.SIGINT, on_signal)
     operator: subprocess.Popen[bytes] | None = None
     try:
         _say("starting the local control plane (etcd, kube-apiserver, scheduler, kwok GPU nodes)")
