@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,28 @@ def test_modal_app_is_built_with_the_parameters() -> None:
     assert app.name == "ferry-endpoint"
     fn = modal_app.register_modal_function(modal.App("probe"), params)
     assert isinstance(fn, modal.Function)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("modal") is None, reason="modal not installed")
+def test_modal_credentials_travel_as_a_secret_not_in_the_image(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import modal
+
+    def baked(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("server variables were baked into the image definition")
+
+    monkeypatch.setattr(modal.Image, "env", baked)
+    env = {"FERRY_MODEL": "hf://org/m@v1", "HF_TOKEN": "hf_s3cret", "FERRY_AUTH_TOKEN": "tok",
+           "FERRY_MODAL_GPU": "L4", "PATH": "/usr/bin"}
+    assert modal_app.server_env(env) == {
+        "FERRY_MODEL": "hf://org/m@v1", "HF_TOKEN": "hf_s3cret", "FERRY_AUTH_TOKEN": "tok"}
+    app = modal_app.build_modal_app(modal_app.ModalParams(gpu="L4"), env=env)
+    with warnings.catch_warnings():  # the only public way to the app's functions is deprecated
+        warnings.simplefilter("ignore", modal.exception.DeprecationError)
+        (fn,) = app.registered_functions.values()
+    (secret,) = fn.info().secrets
+    assert secret == "Secret.from_dict([FERRY_MODEL, HF_TOKEN, FERRY_AUTH_TOKEN])"
 
 
 async def _runpod_items(model: Path, jobs: list[dict[str, Any]]) -> list[list[Any]]:

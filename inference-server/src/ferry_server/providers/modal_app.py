@@ -8,7 +8,7 @@ require the `modal` package; only `build_modal_app` does.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,21 +75,31 @@ class ModalParams:
         }
 
 
+def server_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The server's variables to pass on (FERRY_* and HF_*, not the FERRY_MODAL_* parameters).
+
+    They may hold credentials (a Hugging Face token, FERRY_AUTH_TOKEN): they travel as a Modal
+    secret, never as environment baked into the image definition.
+    """
+    source = os.environ if env is None else env
+    return {k: v for k, v in source.items()
+            if k.startswith(("FERRY_", "HF_")) and not k.startswith("FERRY_MODAL_")}
+
+
 def build_modal_app(params: ModalParams | None = None, env: Mapping[str, str] | None = None) -> Any:
     """A `modal.App` whose one function serves `asgi_app()` with the operator's parameters."""
     import modal
 
     p = params or ModalParams.from_env()
-    server_env = {k: v for k, v in (os.environ if env is None else env).items()
-                  if k.startswith(("FERRY_", "HF_")) and not k.startswith("FERRY_MODAL_")}
-    image = modal.Image.from_registry(p.image).env(server_env)
-    app = modal.App(p.app_name, image=image)
-    register_modal_function(app, p)
+    app = modal.App(p.app_name, image=modal.Image.from_registry(p.image))
+    passed: dict[str, str | None] = dict(server_env(env))
+    register_modal_function(app, p, secrets=[modal.Secret.from_dict(passed)] if passed else [])
     return app
 
 
-def register_modal_function(app: Any, params: ModalParams) -> Any:
-    """Register the web function serving `asgi_app()` on `app`; returns the modal.Function."""
+def register_modal_function(app: Any, params: ModalParams, secrets: Sequence[Any] = ()) -> Any:
+    """Register the web function serving `asgi_app()` on `app` with `secrets` (Modal secrets
+    whose variables the server reads); returns the modal.Function."""
     import modal
 
     def serve() -> FastAPI:
@@ -97,7 +107,9 @@ def register_modal_function(app: Any, params: ModalParams) -> Any:
 
     web = modal.asgi_app()(serve)
     concurrent: Any = modal.concurrent(max_inputs=params.max_concurrent_inputs)(web)
-    return app.function(serialized=True, **params.function_kwargs())(concurrent)
+    return app.function(serialized=True, secrets=list(secrets), **params.function_kwargs())(
+        concurrent
+    )
 
 
 if os.environ.get("FERRY_MODAL_DEPLOY") == "1":  # pragma: no cover - only under `modal deploy`
