@@ -398,3 +398,24 @@ def test_credentials_gone_during_deletion_say_how_out(
     kit.wait_for(lambda: ns.get("inferenceendpoint", "stuck") is None, "deletion completes")
     assert sandbox.call("GET", f"/v2/serverless/{made['id']}").status_code == 200
     sandbox.call("DELETE", f"/v2/serverless/{made['id']}")
+
+
+def test_a_provider_config_in_use_is_kept_until_its_endpoints_are_gone(
+    rp: kit.Namespace, sandbox: kit.Sandbox
+) -> None:
+    rp.apply(endpoint("user"))
+    kit.wait_for(lambda: ready(rp, "user"), "endpoint Ready", timeout=90)
+    rp.kubectl("delete", "providerconfig", CONFIG, "--wait=false")
+    cond = kit.wait_for(
+        lambda: (
+            (c := kit.condition(rp.get("providerconfig", CONFIG), "Ready"))
+            and c["reason"] == "InUse"
+            and c
+        ),
+        "the ProviderConfig held while used",
+    )
+    assert "user" in cond["message"]
+    uid = rp.get("inferenceendpoint", "user")["metadata"]["uid"]  # type: ignore[index]
+    rp.kubectl("delete", "inferenceendpoint", "user", "--timeout=60s")
+    assert sandbox.tagged(uid) == [], "the endpoint could still delete what it made"
+    kit.wait_for(lambda: rp.get("providerconfig", CONFIG) is None, "ProviderConfig released")
