@@ -23,17 +23,16 @@ from tests.integration import kit
 CONFIG = "runpod"
 
 
+def use_sandbox(ns: kit.Namespace, sandbox: kit.Sandbox) -> None:
+    """The Secret and ProviderConfig `runpod` in `ns`, pointing at the sandbox."""
+    objects = sandboxing.provider_objects(sandbox.urls, "runpod", CONFIG, ns.name)
+    ns.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+
+
 @pytest.fixture
 def rp(ns: kit.Namespace, sandbox: kit.Sandbox) -> Iterator[kit.Namespace]:
     """A namespace whose ProviderConfig `runpod` points at the sandbox."""
-    ns.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=yaml.safe_dump_all(
-            sandboxing.provider_objects(sandbox.urls, "runpod", CONFIG, ns.name)
-        ),
-    )
+    use_sandbox(ns, sandbox)
     yield ns
     # Leave nothing running on the fake for the next test's call counts.
     ns.kubectl("delete", "inferenceendpoints", "--all", "--timeout=90s", check=False)
@@ -225,14 +224,7 @@ def test_operator_killed_after_a_lost_create_makes_exactly_one(
     own_operator: tuple[kit.Namespace, kit.Operator], sandbox: kit.Sandbox
 ) -> None:
     ns, op = own_operator
-    ns.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=yaml.safe_dump_all(
-            sandboxing.provider_objects(sandbox.urls, "runpod", CONFIG, ns.name)
-        ),
-    )
+    use_sandbox(ns, sandbox)
     creates = sandbox.calls("POST", "/v2/serverless")
     sandbox.fault(method="POST", route="/v2/serverless", kind="lose_response", holdSeconds=60)
     op.start()
@@ -370,14 +362,7 @@ def test_credentials_gone_during_deletion_say_how_out(
     own_operator: tuple[kit.Namespace, kit.Operator], sandbox: kit.Sandbox
 ) -> None:
     ns, op = own_operator
-    ns.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=yaml.safe_dump_all(
-            sandboxing.provider_objects(sandbox.urls, "runpod", CONFIG, ns.name)
-        ),
-    )
+    use_sandbox(ns, sandbox)
     op.start()
     ns.apply(endpoint("stuck"))
     kit.wait_for(lambda: ready(ns, "stuck"), "endpoint Ready", timeout=90)
