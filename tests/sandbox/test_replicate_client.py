@@ -157,7 +157,7 @@ async def test_delete_scales_to_zero_then_waits_offline_with_backoff(
     rep: Rep,
     client: provider.ReplicateProvider,
 ) -> None:
-    spec = {"scaling": {"minReplicas": 1, "maxReplicas": 2}}
+    spec: dict[str, Any] = {"scaling": {"minReplicas": 1, "maxReplicas": 2}}
     name = await client.create(target(**spec), None)
     rep.advance(120)
     waits = []

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-import replicate
 from pydantic import v1 as pydantic_v1
+from replicate.client import Client
 from replicate.exceptions import ReplicateError
 
 from ferry.sandbox.replicate import catalog
@@ -33,7 +33,7 @@ class Rep:
     def __init__(self, info: dict[str, Any]) -> None:
         self.api = info["api"]
         self.token = info["token"]
-        self.client = replicate.Client(api_token=self.token, base_url=self.api)
+        self.client = Client(api_token=self.token, base_url=self.api)
         self.http = httpx.Client(
             base_url=self.api, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
         )
@@ -68,7 +68,7 @@ class Rep:
         close_client(self.client)
 
 
-def close_client(client: replicate.Client) -> None:
+def close_client(client: Client) -> None:
     """The replicate client opens an httpx client lazily and has no close of its own."""
     client._client.close()
 
@@ -204,12 +204,11 @@ def test_predictions_start_after_the_cold_boot_and_bill_it(rep: Rep) -> None:
     assert prediction.urls is not None
     assert prediction.urls["get"] == f"{rep.api}/v1/predictions/{prediction.id}"
     rep.advance(60)
-    prediction.reload()
-    assert prediction.status == "processing"
+    assert rep.client.predictions.get(prediction.id).status == "processing"
     rep.advance(1)
-    prediction.reload()
-    assert prediction.status == "failed"
-    assert "inference is off" in (prediction.error or "")
+    done = rep.client.predictions.get(prediction.id)
+    assert done.status == "failed"
+    assert "inference is off" in (done.error or "")
     bill = rep.admin("GET", "/billing").json()["deployments"]["ferry-sandbox/pred"]
     assert (bill["boot"], bill["busy"], bill["instances"]) == (60, 1, 1)
 
@@ -242,7 +241,7 @@ def test_aborted_is_in_the_spec_but_not_in_the_clients_models(rep: Rep) -> None:
 
 
 def test_credentials_are_checked_and_every_answer_says_sandbox(rep: Rep) -> None:
-    wrong = replicate.Client(api_token="r8_wrong", base_url=rep.api)
+    wrong = Client(api_token="r8_wrong", base_url=rep.api)
     with pytest.raises(ReplicateError) as info:
         wrong.accounts.current()
     close_client(wrong)

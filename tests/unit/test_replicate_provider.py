@@ -258,7 +258,7 @@ def replicate_error(status: int, detail: str = "said so") -> ReplicateError:
 
 def validation_error() -> pydantic_v1.ValidationError:
     try:
-        Deployment(owner="x", name="y", current_release={"number": "one"})
+        Deployment.parse_obj({"owner": "x", "name": "y", "current_release": {"number": "one"}})
     except pydantic_v1.ValidationError as err:
         return err
     raise AssertionError("the client's model accepted a bad body")
