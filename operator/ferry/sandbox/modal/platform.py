@@ -689,9 +689,9 @@ class ModalPlatform:
 
     # ---- requests through the web URL -----------------------------------------------------
 
-    def web_function(self, label: str) -> Function | None:
-        """The live web function answering at `label`, if any."""
-        fn = self.functions.get(self.by_label.get(label, ""))
+    def web_function(self, host: str) -> Function | None:
+        """The live web function answering at `<workspace>--<label>`, if any."""
+        fn = self.functions.get(self.by_label.get(host, ""))
         if fn is None or fn.data is None or self.apps[fn.app_id].state != "deployed":
             return None
         return fn

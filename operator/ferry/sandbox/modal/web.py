@@ -90,8 +90,7 @@ class WebFunctions:
 
     async def serve(self, request: Request) -> Response:
         """Any method on `/<workspace>--<label>/<path>`."""
-        label = request.path_params["host"].partition("--")[2]
-        fn = self.state.web_function(label)
+        fn = self.state.web_function(request.path_params["host"])
         if fn is None:
             return JSONResponse(
                 {"error": f"no deployed web function answers at {request.path_params['host']}"},
