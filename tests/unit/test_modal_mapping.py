@@ -181,18 +181,14 @@ def test_plan(
     assert todo.diff == [*redeploy, *(f"autoscaler.{k}" for k in autoscaler)]
 
 
-READY_AT_4 = {
+READY = {
+    "type": "Ready",
+    "status": "True",
+    "reason": "Available",
+    "lastTransitionTime": "2026-01-01T00:00:00Z",
     "observedGeneration": 4,
-    "conditions": [
-        {
-            "type": "Ready",
-            "status": "True",
-            "reason": "Available",
-            "lastTransitionTime": "2026-01-01T00:00:00Z",
-            "observedGeneration": 4,
-        }
-    ],
 }
+READY_AT_4: dict[str, Any] = {"observedGeneration": 4, "conditions": [READY]}
 
 
 @pytest.mark.parametrize(
@@ -203,7 +199,7 @@ READY_AT_4 = {
         (
             {
                 "observedGeneration": 4,
-                "conditions": [{**READY_AT_4["conditions"][0], "status": "False"}],
+                "conditions": [{**READY, "status": "False"}],
             },
             False,
         ),

@@ -182,9 +182,8 @@ async def test_steady_state_is_three_reads_and_no_writes(
     modal_fake.calls.reset()
     for _ in range(3):
         assert (await provider.observe(t, APP)).up_to_date
-    counts = {
-        row["route"].removeprefix(RPC): row["count"] for row in modal_fake.calls.describe()["calls"]
-    }
+    rows: list[dict[str, Any]] = modal_fake.calls.describe()["calls"]  # type: ignore[assignment]
+    counts = {row["route"].removeprefix(RPC): row["count"] for row in rows}
     assert counts == {
         "FunctionGet": 3,
         "FunctionGetSchedulingParams": 3,
@@ -196,7 +195,7 @@ async def test_a_deploy_in_flight_reads_nothing(
     modal_fake: ModalSandbox, connect: Callable[..., ModalProvider]
 ) -> None:
     modal_fake.faults.add(
-        FaultSpec(method="POST", route=RPC + "AppPublish", kind="delay", delaySeconds=0.5)
+        FaultSpec(method="POST", route=RPC + "AppPublish", kind="delay", delay_seconds=0.5)
     )
     t = target()
     provider = connect()
@@ -384,7 +383,7 @@ async def test_throttling_is_handed_back_with_the_server_hint(
             method="POST",
             route=RPC + "FunctionGet",
             kind="rate_limit",
-            retryAfterSeconds=30,
+            retry_after_seconds=30,
             count=None,
         )
     )
@@ -411,7 +410,7 @@ async def test_a_slow_server_is_cut_off_at_the_call_timeout(
     modal_fake: ModalSandbox, connect: Callable[..., ModalProvider]
 ) -> None:
     modal_fake.faults.add(
-        FaultSpec(method="POST", route=RPC + "FunctionGet", kind="delay", delaySeconds=60)
+        FaultSpec(method="POST", route=RPC + "FunctionGet", kind="delay", delay_seconds=60)
     )
     with pytest.raises(TransientProviderError) as err:
         await connect(call_timeout=0.5).observe(target(), APP)
@@ -451,7 +450,7 @@ async def test_a_lost_reply_is_replayed_by_idempotency_key(
     modal_fake: ModalSandbox, connect: Callable[..., ModalProvider]
 ) -> None:
     modal_fake.faults.add(
-        FaultSpec(method="POST", route=RPC + "AppCreate", kind="lose_response", holdSeconds=0.2)
+        FaultSpec(method="POST", route=RPC + "AppCreate", kind="lose_response", hold_seconds=0.2)
     )
     t = target()
     provider = connect()
@@ -465,7 +464,7 @@ async def test_killed_mid_deploy_leaves_one_app(
     modal_fake: ModalSandbox, connect: Callable[..., ModalProvider]
 ) -> None:
     modal_fake.faults.add(
-        FaultSpec(method="POST", route=RPC + "FunctionCreate", kind="delay", delaySeconds=30)
+        FaultSpec(method="POST", route=RPC + "FunctionCreate", kind="delay", delay_seconds=30)
     )
     t = target()
     dying = connect()
