@@ -14,63 +14,27 @@ from typing import Any
 
 import pytest
 
-from ferry.api.v1alpha1 import types
 from ferry.logic import naming
 from ferry.providers import replicate as provider
 from ferry.providers.base import (
     ClientConfig,
-    Credentials,
     PermanentProviderError,
     Target,
     TransientProviderError,
 )
 from tests.sandbox import test_replicate_fake as fake
 from tests.sandbox.test_replicate_fake import DEPLOYMENT, MODEL, V1, V2, Rep
+from tests.unit import test_replicate_provider as unit
 
 rep = fake.rep  # the fixture: the Replicate fake of the session sandbox, reset
 
 
-def target(
-    name: str = "llm",
-    ref: str = MODEL,
-    status: dict[str, Any] | None = None,
-    annotations: dict[str, str] | None = None,
-    deleting: bool = False,
-    **spec: Any,
-) -> Target:
-    body: dict[str, Any] = {
-        "provider": "replicate",
-        "model": {"providerRef": ref},
-        "gpu": {"type": "L40S", "count": 1},
-        "scaling": {"minReplicas": 0, "maxReplicas": 2},
-        "providerConfigRef": {"name": "rep"},
-    }
-    body.update(spec)
-    meta: dict[str, Any] = {
-        "name": name,
-        "namespace": "team-a",
-        "uid": "uid-1",
-        "annotations": annotations or {},
-    }
-    if deleting:
-        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    ep = types.InferenceEndpoint.model_validate(
-        {"metadata": meta, "spec": body, "status": status or {}}
-    )
-    return Target(ep)
+def target(name: str = "llm", ref: str = MODEL, **kwargs: Any) -> Target:
+    return unit.target(name, ref, **kwargs)
 
 
 def config(rep: Rep, token: str | None = None) -> ClientConfig:
-    return ClientConfig(
-        provider="replicate",
-        base_url=rep.api,
-        inference_base_url=None,
-        credentials=Credentials({"token": token or rep.token}),
-        config_name="rep",
-        secret_name="rep-token",
-        call_timeout=3.0,
-        shared_ttl=30.0,
-    )
+    return unit.config(rep.api, token or rep.token)
 
 
 @pytest.fixture
@@ -118,7 +82,7 @@ async def test_a_change_is_one_patch_of_what_differs(
     client: provider.ReplicateProvider,
 ) -> None:
     name = await client.create(target(ref=f"{MODEL}:{V1}"), None)
-    changed = target(ref=f"{MODEL}:{V2}", scaling={"minReplicas": 1, "maxReplicas": 5})
+    changed = target(ref=f"{MODEL}:{V2}", scaling={"minReplicas": 2, "maxReplicas": 5})
     seen = await client.observe(changed, name)
     assert sorted(seen.diff) == ["max_instances", "min_instances", "version"]
     rep.admin("DELETE", "/calls")
@@ -210,12 +174,7 @@ async def test_a_throttled_read_hands_retry_after_to_the_queue(
     client: provider.ReplicateProvider,
 ) -> None:
     name = await client.create(target(), None)
-    rep.admin(
-        "POST",
-        "/faults",
-        json={"method": "GET", "route": DEPLOYMENT, "kind": "rate_limit",
-              "retryAfterSeconds": 20, "count": None},
-    )  # fmt: skip
+    rep.fault(method="GET", route=DEPLOYMENT, kind="rate_limit", retryAfterSeconds=20, count=None)
     rep.admin("DELETE", "/calls")
     with pytest.raises(TransientProviderError) as info:
         await client.observe(target(), name)
@@ -229,12 +188,7 @@ async def test_an_unanswered_create_may_have_been_applied(
     rep: Rep,
     client: provider.ReplicateProvider,
 ) -> None:
-    rep.admin(
-        "POST",
-        "/faults",
-        json={"method": "POST", "route": "/v1/deployments", "kind": "lose_response",
-              "holdSeconds": 30},
-    )  # fmt: skip
+    rep.lose_next_create()
     with pytest.raises(TransientProviderError) as info:
         await client.create(target(), None)
     assert info.value.maybe_applied

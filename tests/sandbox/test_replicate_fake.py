@@ -20,6 +20,7 @@ from replicate.exceptions import ReplicateError
 
 from ferry.sandbox.replicate import catalog
 from tests.sandbox.conftest import Sandbox
+from tests.unit.test_replicate_fake_platform import deployment_body
 
 MODEL = "ferry-dev/tiny-llm"
 V1 = catalog.version_id(MODEL, 1)
@@ -49,19 +50,17 @@ class Rep:
         return sum(r["count"] for r in rows if (r["method"], r["route"]) == (method, route))
 
     def create(self, name: str = "llm", **body: Any) -> dict[str, Any]:
-        spec = {
-            "name": name,
-            "model": MODEL,
-            "version": V1,
-            "hardware": "gpu-l40s",
-            "min_instances": 0,
-            "max_instances": 2,
-            **body,
-        }
-        r = self.http.post("/v1/deployments", json=spec)
+        r = self.http.post("/v1/deployments", json=deployment_body(name, **body))
         assert r.status_code == 200, r.text
         made: dict[str, Any] = r.json()
         return made
+
+    def fault(self, **spec: Any) -> None:
+        self.admin("POST", "/faults", json=spec).raise_for_status()
+
+    def lose_next_create(self) -> None:
+        """The next create happens, and its answer never comes (held until the caller quits)."""
+        self.fault(method="POST", route="/v1/deployments", kind="lose_response", holdSeconds=30)
 
     def close(self) -> None:
         self.http.close()
@@ -116,11 +115,7 @@ def test_create_answers_200_with_release_one_created_by_a_named_account(rep: Rep
     assert release.created_by is not None
     assert release.created_by.name == "Ferry Sandbox"
     assert release.configuration.hardware == "gpu-t4"
-    again = rep.http.post(
-        "/v1/deployments",
-        json={"name": "first", "model": MODEL, "version": V1, "hardware": "gpu-t4",
-              "min_instances": 0, "max_instances": 1},
-    )  # fmt: skip
+    again = rep.http.post("/v1/deployments", json=deployment_body("first"))
     assert again.status_code == 409
     assert again.headers["content-type"].startswith("application/problem+json")
     assert "already exists" in again.json()["detail"]
@@ -139,8 +134,7 @@ def test_create_answers_200_with_release_one_created_by_a_named_account(rep: Rep
 def test_bodies_off_the_spec_are_400_naming_the_field(
     rep: Rep, change: dict[str, Any], field: str
 ) -> None:
-    body = {"name": "x", "model": MODEL, "version": V1, "hardware": "gpu-t4",
-            "min_instances": 0, "max_instances": 1, **change}  # fmt: skip
+    body = deployment_body("x", **change)
     r = rep.http.post("/v1/deployments", json=body)
     assert r.status_code == 400, r.text
     assert field in r.json()["detail"]
@@ -283,7 +277,7 @@ def test_a_new_model_version_becomes_the_latest(rep: Rep) -> None:
 def test_faults_answer_on_the_route_and_are_counted(
     rep: Rep, fault: dict[str, Any], status: int
 ) -> None:
-    rep.admin("POST", "/faults", json={"method": "GET", "route": "/v1/account", **fault})
+    rep.fault(method="GET", route="/v1/account", **fault)
     r = rep.http.get("/v1/account")
     assert r.status_code == status
     if status == 429:
@@ -293,19 +287,9 @@ def test_faults_answer_on_the_route_and_are_counted(
 
 
 def test_a_lost_create_response_still_creates(rep: Rep) -> None:
-    rep.admin(
-        "POST",
-        "/faults",
-        json={"method": "POST", "route": "/v1/deployments", "kind": "lose_response",
-              "holdSeconds": 30},
-    )  # fmt: skip
+    rep.lose_next_create()
     with pytest.raises(httpx.ReadTimeout):
-        rep.http.post(
-            "/v1/deployments",
-            json={"name": "lost", "model": MODEL, "version": V1, "hardware": "gpu-t4",
-                  "min_instances": 0, "max_instances": 1},
-            timeout=1.0,
-        )  # fmt: skip
+        rep.http.post("/v1/deployments", json=deployment_body("lost"), timeout=1.0)
     found = rep.client.deployments.get("ferry-sandbox/lost")
     assert found.current_release is not None
     assert found.current_release.number == 1

@@ -31,8 +31,9 @@ def platform(**options: Any) -> ReplicatePlatform:
     return ReplicatePlatform(SandboxClock(0, start=1_800_000_000.0), opts)
 
 
-def create(p: ReplicatePlatform, name: str = "d", **body: Any) -> str:
-    spec = {
+def deployment_body(name: str = "d", **body: Any) -> dict[str, Any]:
+    """A `POST /v1/deployments` body of the seed model (also used over HTTP elsewhere)."""
+    return {
         "name": name,
         "model": MODEL,
         "version": V1,
@@ -41,7 +42,10 @@ def create(p: ReplicatePlatform, name: str = "d", **body: Any) -> str:
         "max_instances": 2,
         **body,
     }
-    return p.create_deployment(spec).key
+
+
+def create(p: ReplicatePlatform, name: str = "d", **body: Any) -> str:
+    return p.create_deployment(deployment_body(name, **body)).key
 
 
 def states(p: ReplicatePlatform, key: str) -> list[str]:

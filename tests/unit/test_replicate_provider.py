@@ -35,6 +35,7 @@ def target(
     ref: str = "acme/tiny-llm",
     status: dict[str, Any] | None = None,
     annotations: dict[str, str] | None = None,
+    deleting: bool = False,
     **spec: Any,
 ) -> Target:
     body: dict[str, Any] = {
@@ -45,27 +46,26 @@ def target(
         "providerConfigRef": {"name": "rep"},
     }
     body.update(spec)
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": "team-a",
+        "uid": "uid-7",
+        "annotations": annotations or {},
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     ep = types.InferenceEndpoint.model_validate(
-        {
-            "metadata": {
-                "name": name,
-                "namespace": "team-a",
-                "uid": "uid-7",
-                "annotations": annotations or {},
-            },
-            "spec": body,
-            "status": status or {},
-        }
+        {"metadata": meta, "spec": body, "status": status or {}}
     )
     return Target(ep)
 
 
-def config(base_url: str = "http://replicate.test") -> ClientConfig:
+def config(base_url: str = "http://replicate.test", token: str = TOKEN) -> ClientConfig:
     return ClientConfig(
         provider="replicate",
         base_url=base_url,
         inference_base_url=None,
-        credentials=Credentials({"token": TOKEN}),
+        credentials=Credentials({"token": token}),
         config_name="rep",
         secret_name="rep-token",
         call_timeout=2.0,

@@ -89,6 +89,30 @@ class SandboxClock:
         }
 
 
+def step_through(
+    clock: SandboxClock,
+    seconds: float,
+    next_event: Callable[[float], float | None],
+    tick: Callable[[], None],
+) -> None:
+    """Step `clock` by `seconds`, stopping at every event inside the step, in time order.
+
+    `next_event(now)` is the earliest moment after `now` at which `tick()` would change
+    something (a boot ending, an idle timeout, a deadline); the fake ticks there, so one big
+    step ends where the same time passing at speed 1 would have. Used by the fakes' `advance`.
+    """
+    target = clock.now() + seconds
+    for _ in range(100_000):
+        now = clock.now()
+        when = next_event(now)
+        if when is None or when > target:
+            break
+        clock.advance(when - now)
+        tick()
+    clock.advance(max(0.0, target - clock.now()))
+    tick()
+
+
 def rfc3339(epoch: float) -> str:
     """`2026-06-01T12:00:00Z` (UTC, whole seconds), as the platforms' APIs write times."""
     return datetime.fromtimestamp(int(epoch), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

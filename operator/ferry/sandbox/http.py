@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -499,6 +501,28 @@ def admin_routes(
         ("POST", "/_sandbox/reset", reset_all),
     ]
     return [admin.route(m, t, h, auth=auth, spec=False, counted=False) for m, t, h in table]
+
+
+def platform_app(routes: list[Route], render: ErrorRenderer, log: logging.Logger) -> ASGIApp:
+    """A fake's Starlette app: unknown routes and methods answered in the platform's error
+    shape, a crash answered 500 naming it as a sandbox bug, every answer labelled."""
+
+    async def not_found(_request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        detail = (
+            "no such route on the Ferry sandbox" if status == 404 else "method not allowed here"
+        )
+        return render(status, detail, None, {})
+
+    async def crashed(request: Request, exc: Exception) -> Response:
+        log.error("sandbox bug while serving %s %s: %r", request.method, request.url.path, exc)
+        return problem_response(500, f"sandbox bug: {exc!r}")
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={404: not_found, 405: not_found, Exception: crashed},
+    )
+    return SandboxLabel(app)
 
 
 class Notifier:

@@ -29,9 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
@@ -45,12 +42,12 @@ from ferry.sandbox.http import (
     Call,
     Notifier,
     Problem,
-    SandboxLabel,
     Surface,
     admin_json,
     admin_routes,
     bearer_auth,
     parse_admin,
+    platform_app,
     problem_response,
 )
 from ferry.sandbox.processes import ProcessPool
@@ -206,7 +203,7 @@ class ReplicateSandbox:
         )
         routes += self._admin_routes(auth)
         routes += self._worker_routes(bearer_auth(self.worker_key))
-        self.app: ASGIApp = _app(routes)
+        self.app: ASGIApp = platform_app(routes, problem_response, log)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -341,22 +338,3 @@ class ReplicateSandbox:
         ]
         # Sandbox-internal traffic beyond the spec: not counted, faulted or validated.
         return [workers.route(m, t, h, auth=auth, spec=False, counted=False) for m, t, h in table]
-
-
-def _app(routes: list[Route]) -> ASGIApp:
-    async def not_found(_request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 404
-        detail = (
-            "no such route on the Ferry sandbox" if status == 404 else "method not allowed here"
-        )
-        return problem_response(status, detail)
-
-    async def crashed(request: Request, exc: Exception) -> Response:
-        log.error("sandbox bug while serving %s %s: %r", request.method, request.url.path, exc)
-        return problem_response(500, f"sandbox bug: {exc!r}")
-
-    app = Starlette(
-        routes=routes,
-        exception_handlers={404: not_found, 405: not_found, Exception: crashed},
-    )
-    return SandboxLabel(app)

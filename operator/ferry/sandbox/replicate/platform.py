@@ -27,6 +27,7 @@ stepping the clock and calling `tick()`; the HTTP layer (`api`) calls into it an
 
 from __future__ import annotations
 
+import base64
 import secrets
 import string
 from collections import deque
@@ -36,7 +37,7 @@ from typing import Any, Protocol
 
 import jsonschema
 
-from ferry.sandbox.clock import SandboxClock, rfc3339
+from ferry.sandbox.clock import SandboxClock, rfc3339, step_through
 from ferry.sandbox.http import Problem
 from ferry.sandbox.replicate import catalog
 
@@ -52,9 +53,8 @@ FINISHED = ("succeeded", "failed", "canceled", "aborted")
 
 
 def new_id(length: int = 26) -> str:
-    """A Replicate-looking id: lowercase letters and digits."""
-    alphabet = string.ascii_lowercase + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(length))
+    """A Replicate-looking id: lowercase base32 (`gm3qorzdhgbfurvjtvhg6dckhu`)."""
+    return base64.b32encode(secrets.token_bytes(20)).decode().lower()[:length]
 
 
 @dataclass
@@ -575,16 +575,7 @@ class ReplicatePlatform:
 
     def advance(self, seconds: float) -> None:
         """Step the clock, stopping at every event inside the step, in time order."""
-        target = self.clock.now() + seconds
-        for _ in range(100_000):
-            now = self.clock.now()
-            when = self.next_event(now)
-            if when is None or when > target:
-                break
-            self.clock.advance(when - now)
-            self.tick()
-        self.clock.advance(max(0.0, target - self.clock.now()))
-        self.tick()
+        step_through(self.clock, seconds, self.next_event, self.tick)
 
     def next_event(self, now: float) -> float | None:
         """The earliest moment after `now` at which `tick()` would change something."""
