@@ -204,20 +204,10 @@ class Stats:
 def function_data(definition: api_pb2.Function) -> api_pb2.FunctionData:
     """Wrap a single-GPU definition (FunctionCreate's `function`) the way a ranked list comes:
     the fields FunctionData shares with Function, and the definition as rank 0."""
+    shared = {f.name for f in api_pb2.FunctionData.DESCRIPTOR.fields} - {"ranked_functions"}
+    fields = json_format.MessageToDict(definition, preserving_proto_field_name=True)
     data = api_pb2.FunctionData()
-    shared = {f.name for f in api_pb2.FunctionData.DESCRIPTOR.fields}
-    for fd, value in definition.ListFields():
-        if fd.name in shared and fd.name != "ranked_functions":
-            target = getattr(data, fd.name)
-            if fd.message_type is not None and fd.label != fd.LABEL_REPEATED:
-                target.CopyFrom(value)
-            elif fd.label == fd.LABEL_REPEATED:
-                if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-                    target.update(value)
-                else:
-                    target.extend(value)
-            else:
-                setattr(data, fd.name, value)
+    json_format.ParseDict({k: v for k, v in fields.items() if k in shared}, data)
     data.ranked_functions.add(rank=0).function.CopyFrom(definition)
     return data
 
@@ -671,7 +661,8 @@ class ModalPlatform:
             gpu_count=resources.count,
             placed_at=now,
             ready_at=now + self.options.boot_seconds,
-            idle_since=now,
+            # Idle from the moment it is up: booting is not idling.
+            idle_since=now + self.options.boot_seconds,
         )
         fn.containers[container.id] = container
         app = self.apps[fn.app_id]
@@ -823,6 +814,7 @@ class ModalPlatform:
                 {
                     "id": app.id,
                     "name": app.name,
+                    "description": app.description,
                     "state": app.state,
                     "environment": app.environment,
                     "deployments": app.deployments,
