@@ -78,3 +78,29 @@ def meaningful_change(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> 
         return True
     old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
     return any(old_meta.get(f) != new_meta.get(f) for f in _WATCHED_META)
+
+
+class PodIndex:
+    """Which endpoints have pods on which node, kept by pod watch events.
+
+    The drain controller reads its pods live; this index only answers "whose pods
+    are on node N?" when N's notice changes, so a stale entry costs one needless
+    look, never a missed one.
+    """
+
+    def __init__(self) -> None:
+        self._pods: dict[tuple[str, str], tuple[str, tuple[str, str]]] = {}
+
+    def store(self, namespace: str, pod: str, node: str | None, endpoint: str | None) -> None:
+        """Remember that `pod` of `endpoint` runs on `node` (None forgets it)."""
+        if node and endpoint:
+            self._pods[(namespace, pod)] = (node, (namespace, endpoint))
+        else:
+            self._pods.pop((namespace, pod), None)
+
+    def endpoints_on(self, node: str) -> set[tuple[str, str]]:
+        """(namespace, endpoint) of every endpoint with a pod on `node`."""
+        return {owner for where, owner in self._pods.values() if where == node}
+
+    def __len__(self) -> int:
+        return len(self._pods)

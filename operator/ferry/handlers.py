@@ -1,11 +1,12 @@
-"""kopf wiring: the only module that imports kopf.
+"""kopf wiring: the only module that imports kopf, and it only maps events to queues.
 
-kopf supplies the watches; Ferry's own work queue (ferry.queueing) supplies the
+kopf supplies the watches; Ferry's own work queues (ferry.queueing) supply the
 controller-runtime semantics kopf lacks: one reconcile per object at a time,
 requeue after a delay (periodic observe for drift), per-object backoff, and our
-own finalizer instead of kopf's. So every handler here only stores the event's body
-in the watch cache (ferry.caching) and enqueues a key, and `ProviderError`s become
-requeues in the reconciler's `Result`, not kopf errors.
+own finalizer instead of kopf's. At start-up the composition root
+(`ferry.controllers`) builds every controller from the settings kopf's memo
+carries; each handler here stores the event's body in the watch cache
+(ferry.caching) and enqueues keys on the controllers' queues, and nothing more.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from prometheus_client import start_http_server
 
-from ferry import caching, configuring, connecting, providers, queueing, reconciler
+from ferry import caching, controllers, draining
 from ferry import kube as kube_api
 from ferry.api.v1alpha1 import types
 from ferry.logic import naming
@@ -38,66 +38,21 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     settings.batching.worker_limit = None
-    kube = kube_api.Kube.from_env(cfg.kubeconfig)
-    connector = connecting.Connector(
-        kube,
-        providers.registry(kube),
-        call_timeout=cfg.call_timeout,
-        shared_ttl=cfg.poll_interval,
-    )
-    rec = reconciler.Reconciler(
-        kube,
-        connector,
-        timing=reconciler.Timing(
-            poll=cfg.poll_interval,
-            short=cfg.short_requeue,
-            deadline=cfg.reconcile_timeout,
-            creation_grace=cfg.creation_grace,
-        ),
-    )
-    configs = configuring.ConfigReconciler(kube, connector, reconciler.now)
-
-    async def work(key: queueing.Key) -> queueing.Outcome:
-        kind, namespace, name = key
-        if kind == PROVIDER_CONFIG:
-            try:
-                users = await configs.reconcile(namespace, name)
-            except kube_api.KubeError as err:
-                log.warning("cannot check ProviderConfig %s/%s: %s", namespace, name, err)
-                return queueing.Outcome(error=True)
-            for user in users:
-                queue.add((ENDPOINT, namespace, user))
-            # Secrets are not watched (that would need cluster-wide read on them):
-            # look again on the poll interval so a fixed Secret is noticed.
-            return queueing.Outcome(requeue_after=cfg.poll_interval)
-        return await rec.reconcile(namespace, name)
-
-    queue = queueing.WorkQueue(work, workers=cfg.workers)
-    queue.start()
-    memo.kube = kube
-    memo.queue = queue
-    memo.connector = connector
-    if cfg.metrics_port:
-        start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
-        log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, cfg.metrics_port)
+    built = controllers.build(cfg)
+    built.start()
+    memo.controllers = built
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    queue: queueing.WorkQueue | None = getattr(memo, "queue", None)
-    if queue is not None:
-        await queue.stop()
-    connector: connecting.Connector | None = getattr(memo, "connector", None)
-    if connector is not None:
-        await connector.close()
-    kube: kube_api.Kube | None = getattr(memo, "kube", None)
-    if kube is not None:
-        await kube.close()
+    built: controllers.Controllers | None = getattr(memo, "controllers", None)
+    if built is not None:
+        await built.stop()
 
 
 def _remember(memo: Any, kind: str, type: str | None, body: Mapping[str, Any]) -> Any:
     """Keep the watch cache current; return the body it held before (or None)."""
-    cache: caching.ObjectCache = memo.kube.cache
+    cache: caching.ObjectCache = memo.controllers.kube.cache
     meta = body.get("metadata") or {}
     if type == "DELETED":
         cache.drop(kind, meta.get("namespace") or "", meta.get("name") or "")
@@ -116,17 +71,18 @@ async def endpoint_event(
     memo: Any,
     **_: Any,
 ) -> None:
-    key = (ENDPOINT, namespace or "default", name)
+    ns = namespace or "default"
     previous = _remember(memo, ENDPOINT, type, body)
+    built: controllers.Controllers = memo.controllers
     if type == "DELETED":
-        memo.queue.forget(key)
+        built.endpoint_gone(ns, name)
         config = (spec.get("providerConfigRef") or {}).get("name")
         if config:
             # The ProviderConfig may now be unused: let it drop its finalizer.
-            memo.queue.add((PROVIDER_CONFIG, namespace or "default", config))
+            built.endpoints.add((PROVIDER_CONFIG, ns, config))
         return
     if type is None or caching.meaningful_change(previous, body):
-        memo.queue.add(key)
+        built.endpoint_changed(ns, name)
 
 
 @kopf.on.event(types.GROUP, types.VERSION, "providerconfigs")
@@ -141,11 +97,12 @@ async def provider_config_event(
 ) -> None:
     key = (PROVIDER_CONFIG, namespace or "default", name)
     previous = _remember(memo, PROVIDER_CONFIG, type, body)
+    queue = memo.controllers.endpoints
     if type == "DELETED":
-        memo.queue.forget(key)
+        queue.forget(key)
         return
     if type is None or caching.meaningful_change(previous, body):
-        memo.queue.add(key)
+        queue.add(key)
 
 
 OWNED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
@@ -167,11 +124,15 @@ def _watch_owned(kind: str, group: str, version: str, plural: str) -> None:
         memo: Any,
         **_: Any,
     ) -> None:
-        # Rollout progress and drift of an owned object wake its endpoint at once.
+        # Rollout progress and drift of an owned object wake its endpoint at once;
+        # a Deployment's count matters to the autoscaler (the one writer of it).
         _remember(memo, kind, type, body)
         endpoint = _owner(body)
         if endpoint:
-            memo.queue.add((ENDPOINT, namespace or "default", endpoint))
+            key = (ENDPOINT, namespace or "default", endpoint)
+            memo.controllers.endpoints.add(key)
+            if kind == "Deployment":
+                memo.controllers.autoscaling.add(key)
 
     kopf.on.event(group, version, plural, labels=OWNED, id=f"{plural}_event")(owned_event)
 
@@ -186,6 +147,43 @@ def _owner(body: Mapping[str, Any]) -> str | None:
 
 for _owned in OWNED_RESOURCES:
     _watch_owned(*_owned)
+
+
+@kopf.on.event("", "v1", "pods", labels=OWNED)
+async def pod_event(
+    *,
+    type: str | None,
+    body: Mapping[str, Any],
+    labels: Mapping[str, str],
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    **_: Any,
+) -> None:
+    """A pod of an endpoint changed: its drain controller looks (gates, replacements)."""
+    ns = namespace or "default"
+    built: controllers.Controllers = memo.controllers
+    # Pods belong to ReplicaSets: their Deployment (the instance label) names the
+    # endpoint through its owner reference.
+    deployment = built.kube.cache.get("Deployment", ns, labels.get(naming.LABEL_INSTANCE, ""))
+    endpoint = _owner(deployment) if deployment is not None else labels.get(naming.LABEL_ENDPOINT)
+    node = (body.get("spec") or {}).get("nodeName")
+    built.pods.store(ns, name, None if type == "DELETED" else node, endpoint)
+    if endpoint:
+        built.drains.add((ENDPOINT, ns, endpoint))
+
+
+@kopf.on.event("", "v1", "nodes")
+async def node_event(
+    *, type: str | None, body: Mapping[str, Any], name: str, memo: Any, **_: Any
+) -> None:
+    """A node's notice appeared, changed or went away: drain what runs there."""
+    previous = _remember(memo, "Node", type, body)
+    built: controllers.Controllers = memo.controllers
+    if type == "DELETED":
+        built.drainer.node_gone(name)
+    if type is None or type == "DELETED" or draining.notice_changed(previous, dict(body)):
+        built.node_noticed(name)
 
 
 def run(cfg: Settings) -> None:

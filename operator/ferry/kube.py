@@ -8,7 +8,9 @@ Failures are typed like kopf's (`NotFound`, `Conflict`, `Invalid`, `Forbidden`,
 `TooManyRequests`, `Unavailable`, all `KubeError`), so callers branch on the type,
 never on message text. Writes to Ferry's own kinds are merge patches (status
 through the status subresource); objects Ferry owns are written with server-side
-apply under the `ferry` field manager, so a drifted field is taken back.
+apply under the `ferry` field manager, so a drifted field is taken back. Pods get
+strategic merge patches (their conditions merge by type) and evictions through
+the eviction subresource, which the PodDisruptionBudget guards.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from typing import Any, Protocol, TypeVar, cast
 import httpx2
 from lightkube import AsyncClient, KubeConfig, codecs
 from lightkube.core.exceptions import ApiError
+from lightkube.core.resource import NamespacedResource
 from lightkube.generic_resource import create_namespaced_resource
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Event, Namespace, Pod, Secret, Service
+from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
+from lightkube.resources.core_v1 import Event, Namespace, Node, Pod, Secret, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
@@ -46,6 +51,8 @@ InferenceEndpointRes = create_namespaced_resource(
 ProviderConfigRes = create_namespaced_resource(
     types.GROUP, types.VERSION, PROVIDER_CONFIG, "providerconfigs"
 )
+#: KEDA's ScaledObject (read only: its bounds, under scaling.autoscaler: external).
+ScaledObjectRes = create_namespaced_resource("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects")
 
 #: Every kind Ferry reads or writes, by its Kubernetes kind name.
 KINDS: dict[str, Any] = {
@@ -56,9 +63,12 @@ KINDS: dict[str, Any] = {
     "PodDisruptionBudget": PodDisruptionBudget,
     "Pod": Pod,
     "Namespace": Namespace,
+    "Node": Node,
+    "HorizontalPodAutoscaler": HorizontalPodAutoscaler,
+    "ScaledObject": ScaledObjectRes,
 }
 #: Kinds whose reads are answered from the watch cache (the handlers feed it).
-CACHED_KINDS = (ENDPOINT, PROVIDER_CONFIG, "Deployment", "Service", "PodDisruptionBudget")
+CACHED_KINDS = (ENDPOINT, PROVIDER_CONFIG, "Deployment", "Service", "PodDisruptionBudget", "Node")
 
 
 # --- errors ---------------------------------------------------------------------
@@ -167,13 +177,22 @@ class Api(Protocol):
         name: str,
         patch: dict[str, Any],
         resource_version: str | None = None,
+        field_manager: str | None = None,
     ) -> dict[str, Any]: ...
 
     async def patch_status(
         self, kind: str, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any] | None: ...
 
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]: ...
+    async def set_pod_condition(
+        self, namespace: str, name: str, ctype: str, status: str, reason: str, message: str
+    ) -> None: ...
+
+    async def evict(self, namespace: str, name: str) -> bool: ...
+
+    async def apply(
+        self, manifest: dict[str, Any], field_manager: str = naming.FIELD_MANAGER
+    ) -> dict[str, Any]: ...
 
     async def delete(self, kind: str, namespace: str, name: str) -> None: ...
 
@@ -233,13 +252,14 @@ class Kube:
         self, kind: str, namespace: str | None = None, labels: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
         """Objects of `kind` in `namespace` (None: all namespaces) matching `labels`."""
-        ns = namespace if namespace is not None else "*"
+        resource = KINDS[kind]
+        scope: dict[str, Any] = {}
+        if issubclass(resource, NamespacedResource):
+            scope["namespace"] = namespace if namespace is not None else "*"
         try:
             return [
                 _to_dict(o)
-                async for o in self._client.list(
-                    KINDS[kind], namespace=ns, labels=dict(labels or {})
-                )
+                async for o in self._client.list(resource, labels=dict(labels or {}), **scope)
             ]
         except ApiError as err:
             raise _wrap(err, f"cannot list {kind} in {namespace or 'all namespaces'}") from err
@@ -252,15 +272,24 @@ class Kube:
         name: str,
         patch: dict[str, Any],
         resource_version: str | None = None,
+        field_manager: str | None = None,
     ) -> dict[str, Any]:
-        """Merge-patch metadata/spec; with `resource_version` it raises Conflict if stale."""
+        """Merge-patch metadata/spec; with `resource_version` it raises Conflict if stale.
+
+        `field_manager` names the writer in managedFields (default: Ferry's).
+        """
         body = dict(patch)
         if resource_version is not None:
             # A resourceVersion in a merge patch makes the API server check it.
             body["metadata"] = {**body.get("metadata", {}), "resourceVersion": resource_version}
         try:
             obj = await self._client.patch(
-                KINDS[kind], name, body, namespace=namespace, patch_type=PatchType.MERGE
+                KINDS[kind],
+                name,
+                body,
+                namespace=namespace or None,
+                patch_type=PatchType.MERGE,
+                field_manager=field_manager,
             )
         except ApiError as err:
             raise _wrap(err, f"cannot update {kind} {namespace}/{name}") from err
@@ -293,11 +322,58 @@ class Kube:
         return result
 
     @_reachable
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply `manifest` as field manager `ferry`, taking over conflicts."""
+    async def set_pod_condition(
+        self, namespace: str, name: str, ctype: str, status: str, reason: str, message: str
+    ) -> None:
+        """Set one condition of a pod's status (a readiness gate); other conditions stay.
+
+        A strategic merge patch: pod conditions merge by type. A pod that is gone is
+        left alone.
+        """
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        condition = {
+            "type": ctype,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now,
+        }
+        try:
+            await self._client.patch(
+                Pod.Status,
+                name,
+                {"status": {"conditions": [condition]}},
+                namespace=namespace,
+                patch_type=PatchType.STRATEGIC,
+            )
+        except ApiError as err:
+            if err.status.code != 404:
+                raise _wrap(err, f"cannot set condition {ctype} of pod {namespace}/{name}") from err
+
+    @_reachable
+    async def evict(self, namespace: str, name: str) -> bool:
+        """Evict a pod through the eviction subresource, which its PodDisruptionBudget
+        guards. True when evicted (or already gone); False when the budget refuses
+        now (429): try again later."""
+        eviction = Pod.Eviction(metadata=ObjectMeta(name=name, namespace=namespace))
+        try:
+            await self._client.create(eviction, name=name, namespace=namespace)
+        except ApiError as err:
+            if err.status.code == 404:
+                return True
+            if err.status.code == 429:
+                return False
+            raise _wrap(err, f"cannot evict pod {namespace}/{name}") from err
+        return True
+
+    @_reachable
+    async def apply(
+        self, manifest: dict[str, Any], field_manager: str = naming.FIELD_MANAGER
+    ) -> dict[str, Any]:
+        """Server-side apply `manifest` as `field_manager`, taking over conflicts."""
         obj = codecs.from_dict(manifest)
         try:
-            result = await self._client.apply(obj, field_manager=naming.FIELD_MANAGER, force=True)
+            result = await self._client.apply(obj, field_manager=field_manager, force=True)
         except ApiError as err:
             meta = manifest["metadata"]
             raise _wrap(
@@ -344,8 +420,12 @@ class Kube:
     async def post_event(
         self, obj: dict[str, Any], event_type: str, reason: str, message: str
     ) -> None:
-        """Record a core/v1 Event on `obj` (a Ferry object); failures are logged only."""
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        """Record a core/v1 Event on `obj` (a Ferry object); failures are logged only.
+
+        `eventTime` carries microseconds, so events of one second keep their order.
+        """
+        moment = datetime.now(UTC)
+        now = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
         meta = obj.get("metadata") or {}
         event = {
             "apiVersion": "v1",
@@ -368,6 +448,8 @@ class Kube:
             "source": {"component": "ferry"},
             "reportingComponent": "ferry.dev/operator",
             "reportingInstance": "ferry",
+            "action": reason,
+            "eventTime": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,

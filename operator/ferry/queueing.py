@@ -3,8 +3,10 @@
 This is controller-runtime's workqueue in asyncio: a key (namespace, name) is queued
 at most once however many watch events arrive for it, is never processed by two
 workers at once, and can be re-added after a delay. Failures back off per key,
-exponentially, until a success resets it. `ferry.handlers` feeds it from kopf's
-watch events and runs the reconciler in its workers.
+exponentially, until a success resets it (the queue's rate limiter). Each
+controller has its own queue, named by its `name` (the `controller` label of the
+queue metrics); `ferry.controllers` builds them and `ferry.handlers` feeds them
+from kopf's watch events.
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ class WorkQueue:
         self,
         work: Work,
         *,
+        name: str = "endpoints",
         workers: int = 16,
         base_backoff: float = 1.0,
         max_backoff: float = 60.0,
     ) -> None:
+        self.name = name
         self._work = work
         self._workers = workers
         self._base = base_backoff
@@ -79,7 +83,7 @@ class WorkQueue:
             return
         self._queued.add(key)
         self._queue.put_nowait(key)
-        metrics.QUEUE_DEPTH.set(len(self._queued))
+        metrics.QUEUE_DEPTH.labels(controller=self.name).set(len(self._queued))
 
     def add_after(self, key: Key, delay: float) -> None:
         """Process `key` after `delay` seconds, unless something adds it sooner."""
@@ -113,23 +117,26 @@ class WorkQueue:
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
-            metrics.QUEUE_DEPTH.set(len(self._queued))
+            metrics.QUEUE_DEPTH.labels(controller=self.name).set(len(self._queued))
             self._active.add(key)
             try:
-                outcome = await self._work(key)
+                with metrics.WORK_SECONDS.labels(controller=self.name).time():
+                    outcome = await self._work(key)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("reconcile of %s %s/%s crashed", *key)
+                log.exception("%s: work on %s %s/%s crashed", self.name, *key)
                 outcome = Outcome(error=True)
             finally:
                 self._active.discard(key)
+            result = "error" if outcome.error else "ok"
+            metrics.WORK.labels(controller=self.name, result=result).inc()
             self._after(key, outcome)
 
     def _after(self, key: Key, outcome: Outcome) -> None:
         if outcome.error:
             self._failures[key] = self._failures.get(key, 0) + 1
-            metrics.QUEUE_RETRIES.inc()
+            metrics.QUEUE_RETRIES.labels(controller=self.name).inc()
             delay = (
                 outcome.requeue_after if outcome.requeue_after is not None else self.backoff(key)
             )

@@ -398,9 +398,17 @@ class Reconciler:
             running = observation.running_containers
             detail = f"; {running} containers running" if running is not None else ""
             return Phase("ready", "Available", f"deployed at the current spec{detail}")
+        warning = observation.warning
         if desired == 0:
+            if warning is not None:
+                return Phase("ready", warning.reason, warning.message)
             return Phase("ready", "ScaledToZero", "no replicas running (minReplicas is 0)")
         if ready >= desired and not observation.progressing:
+            if warning is not None:
+                # Serving, with something a person should fix (kstatus: still Ready).
+                return Phase(
+                    "ready", warning.reason, f"{ready}/{desired} replicas ready; {warning.message}"
+                )
             return Phase("ready", "Available", f"{ready}/{desired} replicas ready")
         return Phase(
             "progressing",

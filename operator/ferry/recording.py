@@ -61,11 +61,26 @@ def status_for(
             observation.resolved_model_version or old.resolved_model_version
         )
         new.release_number = observation.release_number
+        new.surge_replicas = observation.surge_replicas
     if phase.reason in (CAPACITY_WAIT, CAPACITY_STALL):
         new.waiting_for_capacity_since = old.waiting_for_capacity_since or conditions.rfc3339(now)
     elif phase.kind != "paused":
         new.waiting_for_capacity_since = None
     new.conditions = conditions.compute(phase, old.conditions, ep.metadata.generation, now)
+    if observation is not None and observation.exists:
+        problem = observation.interruption
+        interruption = (problem.reason, problem.message) if problem is not None else None
+    else:
+        # Nothing was observed: keep what was known.
+        old_spot = next((c for c in old.conditions if c.type == conditions.SPOT_INTERRUPTED), None)
+        interruption = (
+            (old_spot.reason, old_spot.message)
+            if old_spot is not None and old_spot.status == "True"
+            else None
+        )
+    spot = conditions.spot_interrupted(old.conditions, interruption, ep.metadata.generation, now)
+    if spot is not None:
+        new.conditions.append(spot)
     return new
 
 

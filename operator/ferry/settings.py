@@ -47,6 +47,22 @@ class Settings:
     call_timeout: float = field(default_factory=lambda: _env_float("FERRY_CALL_TIMEOUT", 10.0))
     # How long a platform's list may lag behind a create whose answer was lost.
     creation_grace: float = field(default_factory=lambda: _env_float("FERRY_CREATION_GRACE", 30.0))
+    # Ferry's autoscaler: how often each local endpoint's load is sampled (seconds).
+    autoscale_interval: float = field(
+        default_factory=lambda: _env_float("FERRY_AUTOSCALE_INTERVAL", 5.0)
+    )
+    # Where load samples come from (D12): each ready pod's /metrics, or Prometheus.
+    load_source: str = field(default_factory=lambda: os.environ.get("FERRY_LOAD_SOURCE", "pods"))
+    # A pod's metrics URL; {ip}, {port}, {namespace} and {name} are the pod's.
+    pod_metrics_url: str = field(
+        default_factory=lambda: os.environ.get(
+            "FERRY_POD_METRICS_URL", "http://{ip}:{port}/metrics"
+        )
+    )
+    prometheus_url: str = field(default_factory=lambda: os.environ.get("FERRY_PROMETHEUS_URL", ""))
+    scrape_timeout: float = field(default_factory=lambda: _env_float("FERRY_SCRAPE_TIMEOUT", 2.0))
+    # While a drain runs, how often it is looked at without a new event (seconds).
+    drain_interval: float = field(default_factory=lambda: _env_float("FERRY_DRAIN_INTERVAL", 2.0))
     verbose: bool = False
 
     def __post_init__(self) -> None:
@@ -60,3 +76,14 @@ class Settings:
             )
         if self.creation_grace < 0:
             raise SystemExit("FERRY_CREATION_GRACE must not be negative")
+        if self.autoscale_interval <= 0 or self.drain_interval <= 0 or self.scrape_timeout <= 0:
+            raise SystemExit(
+                "FERRY_AUTOSCALE_INTERVAL, FERRY_DRAIN_INTERVAL and FERRY_SCRAPE_TIMEOUT must be"
+                " positive"
+            )
+        if self.load_source not in ("pods", "prometheus"):
+            raise SystemExit(
+                f"FERRY_LOAD_SOURCE must be pods or prometheus, not {self.load_source!r}"
+            )
+        if self.load_source == "prometheus" and not self.prometheus_url:
+            raise SystemExit("FERRY_LOAD_SOURCE=prometheus needs FERRY_PROMETHEUS_URL")

@@ -40,6 +40,11 @@ class FakeKube:
         self.secrets: dict[tuple[str, str], kube_api.SecretData] = {}
         self.events: list[tuple[str, str, str, str]] = []  # (object, type, reason, message)
         self.calls: defaultdict[str, int] = defaultdict(int)
+        # (verb, kind, name, field manager) of every write, in order.
+        self.writes: list[tuple[str, str, str, str | None]] = []
+        # Pods whose eviction the disruption budget refuses (429).
+        self.refuse_eviction: set[str] = set()
+        self.evicted: list[str] = []
         self._faults: defaultdict[str, list[Exception]] = defaultdict(list)
         self._version = 100
 
@@ -47,7 +52,7 @@ class FakeKube:
 
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj.setdefault("metadata", {})
-        meta.setdefault("namespace", "team-a")
+        meta.setdefault("namespace", "" if obj["kind"] == "Node" else "team-a")
         meta.setdefault("uid", f"uid-{meta['name']}")
         meta.setdefault("generation", 1)
         meta["resourceVersion"] = self._bump()
@@ -113,8 +118,10 @@ class FakeKube:
         name: str,
         patch: dict[str, Any],
         resource_version: str | None = None,
+        field_manager: str | None = None,
     ) -> dict[str, Any]:
         self._enter("patch")
+        self.writes.append(("patch", kind, name, field_manager))
         key = (kind, namespace, name)
         current = self.objects.get(key)
         if current is None:
@@ -144,8 +151,35 @@ class FakeKube:
         current["metadata"]["resourceVersion"] = self._bump()
         return copy.deepcopy(current)
 
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    async def set_pod_condition(
+        self, namespace: str, name: str, ctype: str, status: str, reason: str, message: str
+    ) -> None:
+        self._enter("set_pod_condition")
+        self.writes.append(("condition", "Pod", f"{name}:{ctype}={status}", None))
+        pod = self.objects.get(("Pod", namespace, name))
+        if pod is None:
+            return
+        conditions = [
+            c for c in (pod.get("status") or {}).get("conditions") or [] if c["type"] != ctype
+        ]
+        conditions.append({"type": ctype, "status": status, "reason": reason, "message": message})
+        pod.setdefault("status", {})["conditions"] = conditions
+        pod["metadata"]["resourceVersion"] = self._bump()
+
+    async def evict(self, namespace: str, name: str) -> bool:
+        self._enter("evict")
+        self.writes.append(("evict", "Pod", name, None))
+        if name in self.refuse_eviction:
+            return False
+        pod = self.objects.get(("Pod", namespace, name))
+        if pod is not None:
+            pod["metadata"]["deletionTimestamp"] = "2026-11-30T00:00:00Z"
+            self.evicted.append(name)
+        return True
+
+    async def apply(self, manifest: dict[str, Any], field_manager: str = "ferry") -> dict[str, Any]:
         self._enter("apply")
+        self.writes.append(("apply", manifest["kind"], manifest["metadata"]["name"], field_manager))
         meta = manifest["metadata"]
         key = (manifest["kind"], meta.get("namespace") or "", meta["name"])
         obj = merge(self.objects.get(key) or {}, copy.deepcopy(manifest))
@@ -155,6 +189,7 @@ class FakeKube:
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         self._enter("delete")
+        self.writes.append(("delete", kind, name, None))
         self.objects.pop((kind, namespace, name), None)
 
     async def get_secret(self, namespace: str, name: str) -> kube_api.SecretData | None:

@@ -1,4 +1,5 @@
-"""Pure parts of the local provider: reading rollout and scheduling state."""
+"""The local provider: its pure readers (rollout, scheduling, drains, external
+autoscalers) and its verbs against the in-memory Kubernetes."""
 
 from __future__ import annotations
 
@@ -23,16 +24,22 @@ def deployment(
 
 
 def test_rollout_complete() -> None:
-    assert local.rollout_state(deployment(2, 2, 2, 2)) == (2, False, None)
+    assert local.rollout_state(deployment(2, 2, 2, 2), 2) == (2, False, None)
 
 
 def test_rollout_in_progress_while_old_pods_remain() -> None:
-    ready, progressing, _ = local.rollout_state(deployment(2, 2, 1, 3))
+    ready, progressing, _ = local.rollout_state(deployment(2, 2, 1, 3), 2)
     assert (ready, progressing) == (2, True)
 
 
 def test_rollout_not_observed_yet() -> None:
-    assert local.rollout_state(deployment(1, 1, 1, 1, gen=3, obs=2))[1] is True
+    assert local.rollout_state(deployment(1, 1, 1, 1, gen=3, obs=2), 1)[1] is True
+
+
+def test_a_drain_surge_is_not_waited_for() -> None:
+    # 3 replicas asked for (2 normal + 1 surge), 2 ready: the endpoint serves its count.
+    assert local.rollout_state(deployment(3, 2, 3, 3), 2) == (2, False, None)
+    assert local.rollout_state(deployment(3, 1, 3, 3), 2)[1] is True
 
 
 def test_progress_deadline_is_a_problem() -> None:
@@ -45,12 +52,12 @@ def test_progress_deadline_is_a_problem() -> None:
             "message": "slow",
         }
     ]
-    problem = local.rollout_state(dep)[2]
+    problem = local.rollout_state(dep, 1)[2]
     assert problem is not None
     assert problem.reason == "ProgressDeadlineExceeded"
 
 
-def test_unschedulable_gpu_pod_names_the_gpu_shortage() -> None:
+def test_unschedulable_pod_is_a_capacity_wait_in_the_schedulers_words() -> None:
     pods = [
         {
             "metadata": {},
@@ -68,7 +75,9 @@ def test_unschedulable_gpu_pod_names_the_gpu_shortage() -> None:
     ]
     problem = local.pod_problem(pods)
     assert problem is not None
-    assert problem.reason == "InsufficientGPUCapacity"
+    # A cluster autoscaler or Karpenter may add a node: progressing, not stalled, until
+    # the reconciler's capacityTimeout says otherwise.
+    assert (problem.reason, problem.stalled) == ("WaitingForCapacity", False)
     assert "Insufficient nvidia.com/gpu" in problem.message
 
 

@@ -39,7 +39,11 @@ def test_grace_period_covers_drain() -> None:
 
 @pytest.mark.parametrize(
     ("policy", "terms", "tolerates_spot"),
-    [("on-demand", 1, False), ("spot", 3, True), ("spot-with-fallback", 1, True)],
+    [
+        ("on-demand", 1, False),
+        ("spot", len(manifests.SPOT_LABELS), True),
+        ("spot-with-fallback", 1, True),
+    ],
     ids=["on-demand", "spot", "spot-with-fallback"],
 )
 def test_spot_policy_placement(policy: str, terms: int, tolerates_spot: bool) -> None:
@@ -87,7 +91,7 @@ def test_service_and_pdb_select_the_pods() -> None:
     ep = endpoint()
     dep = manifests.deployment(ep, "adopted", 1)
     svc = manifests.service(ep, "adopted")
-    pdb = manifests.pod_disruption_budget(ep, "adopted")
+    pdb = manifests.pod_disruption_budget(ep, "adopted", 2)
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
     for selector in (svc["spec"]["selector"], pdb["spec"]["selector"]["matchLabels"]):
         assert selector.items() <= pod_labels.items()
@@ -123,3 +127,77 @@ def test_unset_backend_fields_get_the_local_defaults() -> None:
     assert manifests.service(ep, "llm")["spec"]["ports"][0]["port"] == 8000
     tolerations = {t["key"] for t in pod["tolerations"]}
     assert "ferry.dev/spot" not in tolerations
+
+
+def test_pods_wait_for_ferrys_readiness_gate() -> None:
+    pod = manifests.deployment(endpoint(), "llm", 1)["spec"]["template"]["spec"]
+    assert pod["readinessGates"] == [{"conditionType": "ferry.dev/in-service"}]
+
+
+def test_replicas_left_out_when_another_writer_owns_them() -> None:
+    assert "replicas" not in manifests.deployment(endpoint(), "llm", None)["spec"]
+    assert manifests.deployment(endpoint(), "llm", 0)["spec"]["replicas"] == 0
+
+
+@pytest.mark.parametrize(
+    ("timeout", "seconds"),
+    [(None, 600), ("30s", 30), ("2h", 7200)],
+    ids=["default-10m", "30s", "2h"],
+)
+def test_progress_deadline_covers_capacity_wait_and_startup(
+    timeout: str | None, seconds: int
+) -> None:
+    # D20: the Deployment never reports ProgressDeadlineExceeded before Ferry's own
+    # capacityTimeout plus the startup probe's allowance have passed.
+    scaling: dict[str, Any] = {"minReplicas": 1, "maxReplicas": 1}
+    if timeout:
+        scaling["capacityTimeout"] = timeout
+    dep = manifests.deployment(endpoint(scaling=scaling), "llm", 1)
+    probe = dep["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    allowance = probe["periodSeconds"] * probe["failureThreshold"]
+    assert dep["spec"]["progressDeadlineSeconds"] >= seconds + allowance
+
+
+@pytest.mark.parametrize(
+    ("normal", "budget"),
+    [
+        (0, {"minAvailable": 1}),
+        (1, {"minAvailable": 1}),
+        (2, {"maxUnavailable": 1}),
+        (5, {"maxUnavailable": 1}),
+    ],
+    ids=["zero", "one", "two", "five"],
+)
+def test_pdb_never_lets_a_drain_take_the_only_replica(normal: int, budget: dict[str, int]) -> None:
+    spec = manifests.pod_disruption_budget(endpoint(), "llm", normal)["spec"]
+    assert {k: v for k, v in spec.items() if k in ("minAvailable", "maxUnavailable")} == budget
+    # Pods Ferry took out of service (not Ready) may always be evicted.
+    assert spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_surge_deployment_is_the_same_pods_kept_off_noticed_nodes() -> None:
+    ep = endpoint(scaling={"minReplicas": 1, "maxReplicas": 2, "autoscaler": "external"})
+    main = manifests.deployment(ep, "llm", None)
+    surge = manifests.surge_deployment(ep, "llm", 2, ["spot-b", "spot-a"])
+    assert surge["metadata"]["name"] == "llm-surge"
+    assert surge["spec"]["replicas"] == 2
+    pod_labels = surge["spec"]["template"]["metadata"]["labels"]
+    # The Service and PDB select its pods; the main Deployment's selector does too, but
+    # it never adopts them (they have a controller) and the surge selector is narrower.
+    assert manifests.service(ep, "llm")["spec"]["selector"].items() <= pod_labels.items()
+    assert surge["spec"]["selector"]["matchLabels"]["ferry.dev/surge"] == "true"
+    assert (
+        main["spec"]["selector"]["matchLabels"].items()
+        < surge["spec"]["selector"]["matchLabels"].items()
+    )
+    assert (
+        surge["spec"]["template"]["spec"]["containers"]
+        == main["spec"]["template"]["spec"]["containers"]
+    )
+    for term in _required_terms(surge):
+        away = term["matchExpressions"][-1]
+        assert away == {
+            "key": "kubernetes.io/hostname",
+            "operator": "NotIn",
+            "values": ["spot-a", "spot-b"],
+        }

@@ -406,13 +406,10 @@ class DevCluster(Cluster):
         self._mark(proc.name)
 
     def _write_stages(self, path: Path) -> Path:
-        assert self._bin_dir is not None
-        stage_dir = self._bin_dir.parent / "stages"
-        docs = [p.read_text() for p in sorted(stage_dir.glob("*.yaml"))]
-        if not docs:
-            # e.g. KUBEBUILDER_ASSETS without the build script's stages next to it.
-            docs = [resources.files("ferry.devcluster").joinpath("kwok-stages.yaml").read_text()]
-        path.write_text("\n---\n".join(d.strip() for d in docs) + "\n")
+        # Ferry's own copy of kwok's stages, always: its pod stages honour readiness
+        # gates (D16), which kwok's defaults next to the binaries do not.
+        stages = resources.files("ferry.devcluster").joinpath("kwok-stages.yaml").read_text()
+        path.write_text(stages.strip() + "\n")
         return path
 
     def _create_nodes(self, client: lightkube.Client, kwok: supervising.Process) -> None:

@@ -1,8 +1,12 @@
-"""Compute kstatus conditions (Ready, Reconciling, Stalled) for an endpoint.
+"""Compute the conditions of an endpoint: kstatus's Ready, Reconciling, Stalled, and
+SpotInterrupted.
 
 The reconciler reduces every outcome of a reconcile to a `Phase`; this module turns
-that into the three conditions, keeping `lastTransitionTime` when a condition's
-status did not change. The clock is passed in, never read here.
+that into the three kstatus conditions, keeping `lastTransitionTime` when a
+condition's status did not change. `SpotInterrupted` is True while a termination
+notice drains some of a local endpoint's replicas (`ferry.draining`); it stays
+False once one is over, and never appears on an endpoint that was never
+interrupted. The clock is passed in, never read here.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from ferry.api.v1alpha1 import types
 READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
+SPOT_INTERRUPTED = "SpotInterrupted"
 
 PhaseKind = Literal["ready", "progressing", "stalled", "paused", "deleting"]
 
@@ -109,3 +114,23 @@ def compute(
             now,
         ),
     ]
+
+
+def spot_interrupted(
+    previous: list[types.Condition],
+    interruption: tuple[str, str] | None,
+    generation: int | None,
+    now: datetime,
+) -> types.Condition | None:
+    """The SpotInterrupted condition for a drain's (reason, message), or None.
+
+    None (no condition at all) when no drain runs and none ever did; status False,
+    reason `NotInterrupted`, once the last one is over.
+    """
+    prev = {c.type: c for c in previous}
+    if interruption is not None:
+        reason, message = interruption
+        return _condition(prev, SPOT_INTERRUPTED, "True", reason, message, generation, now)
+    if SPOT_INTERRUPTED not in prev:
+        return None
+    return _condition(prev, SPOT_INTERRUPTED, "False", "NotInterrupted", "", generation, now)

@@ -1,9 +1,13 @@
 """Render the Kubernetes objects the local provider applies for an endpoint.
 
 Pure functions from an `InferenceEndpoint` to Deployment, Service and
-PodDisruptionBudget dicts, ready for server-side apply. Owner references make the
-objects go with the endpoint (deletionPolicy Delete); the local provider strips
-them for Orphan.
+PodDisruptionBudget dicts, ready for server-side apply, plus the temporary surge
+Deployment a drain under an external autoscaler adds (`ferry.draining`, D10).
+Owner references make the objects go with the endpoint (deletionPolicy Delete);
+the local provider strips them for Orphan.
+
+Every pod carries the readiness gate `ferry.dev/in-service`: Ferry sets it True as
+a pod appears and False to take a doomed pod out of service before it is evicted.
 """
 
 from __future__ import annotations
@@ -11,21 +15,26 @@ from __future__ import annotations
 from typing import Any
 
 from ferry.api.v1alpha1 import platforms, types
-from ferry.logic import defaults, gpus, naming
+from ferry.logic import defaults, drains, gpus, naming, spot
 
-# Every cloud spells "this node is spot" differently; Ferry honours all three.
-SPOT_LABELS: tuple[tuple[str, str], ...] = (
-    ("karpenter.sh/capacity-type", "spot"),
-    ("cloud.google.com/gke-spot", "true"),
-    ("eks.amazonaws.com/capacityType", "SPOT"),
-)
+# Every cloud spells "this node is spot" differently; Ferry honours them all.
+SPOT_LABELS = spot.SPOT_LABELS
 # Taints spot and GPU nodes commonly carry. Tolerating a taint only permits
 # scheduling there; node affinity decides where pods actually go.
-SPOT_TAINT_KEYS = ("ferry.dev/spot", "cloud.google.com/gke-spot", "karpenter.sh/capacity-type")
+SPOT_TAINT_KEYS = (
+    "ferry.dev/spot",
+    "cloud.google.com/gke-spot",
+    "cloud.google.com/gke-preemptible",
+    "karpenter.sh/capacity-type",
+    "kubernetes.azure.com/scalesetpriority",
+)
 GPU_TAINT_KEY = "nvidia.com/gpu"
 # Model servers need time to load weights before the first readiness check.
 STARTUP_SECONDS = 1800
+STARTUP_PERIOD_SECONDS = 5
 TERMINATION_SLACK_SECONDS = 5
+#: Pods (and the selector) of the temporary surge Deployment carry this label.
+SURGE_LABEL = "ferry.dev/surge"
 
 
 def owner_reference(ep: types.InferenceEndpoint) -> dict[str, Any]:
@@ -135,8 +144,20 @@ def _env(spec: types.InferenceEndpointSpec) -> list[dict[str, Any]]:
     return env
 
 
-def deployment(ep: types.InferenceEndpoint, name: str, replicas: int) -> dict[str, Any]:
-    """The Deployment running `replicas` model-server pods for `ep`."""
+def progress_deadline_seconds(spec: types.InferenceEndpointSpec) -> int:
+    """D20: at least capacityTimeout plus the startup probe's allowance, so the
+    Deployment does not report ProgressDeadlineExceeded while Ferry's own capacity
+    wait still runs."""
+    capacity = defaults.capacity_timeout_seconds(spec) or defaults.CAPACITY_TIMEOUT_SECONDS
+    return int(capacity) + STARTUP_SECONDS + 60
+
+
+def deployment(ep: types.InferenceEndpoint, name: str, replicas: int | None) -> dict[str, Any]:
+    """The Deployment running `replicas` model-server pods for `ep`.
+
+    `replicas` None leaves the count out: another field manager (Ferry's autoscaler,
+    or an HPA/KEDA under `scaling.autoscaler: external`) owns it (D10).
+    """
     spec = ep.spec
     port = defaults.server_port(spec)
     gpu_count = str(spec.gpu.count)
@@ -159,18 +180,20 @@ def deployment(ep: types.InferenceEndpoint, name: str, replicas: int) -> dict[st
         },
         "startupProbe": {
             "httpGet": {"path": "/healthz", "port": "http"},
-            "periodSeconds": 5,
-            "failureThreshold": STARTUP_SECONDS // 5,
+            "periodSeconds": STARTUP_PERIOD_SECONDS,
+            "failureThreshold": STARTUP_SECONDS // STARTUP_PERIOD_SECONDS,
         },
     }
     pod_labels = naming.endpoint_labels(name, ep.metadata.name, ep.metadata.uid)
+    spec_body: dict[str, Any] = {} if replicas is None else {"replicas": replicas}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(ep, name),
         "spec": {
-            "replicas": replicas,
+            **spec_body,
             "selector": {"matchLabels": naming.selector_labels(name)},
+            "progressDeadlineSeconds": progress_deadline_seconds(spec),
             # Never take a serving replica away before its replacement is ready.
             "strategy": {
                 "type": "RollingUpdate",
@@ -180,6 +203,9 @@ def deployment(ep: types.InferenceEndpoint, name: str, replicas: int) -> dict[st
                 "metadata": {"labels": pod_labels},
                 "spec": {
                     "containers": [container],
+                    # Ferry takes a doomed pod out of service with this gate before
+                    # evicting it; kubelets keep a pod unready until it is True.
+                    "readinessGates": [{"conditionType": drains.GATE}],
                     "affinity": _affinity(spec),
                     "tolerations": _tolerations(spec),
                     # The server drains on SIGTERM within drainGraceSeconds; the
@@ -213,17 +239,59 @@ def service(ep: types.InferenceEndpoint, name: str) -> dict[str, Any]:
     }
 
 
-def pod_disruption_budget(ep: types.InferenceEndpoint, name: str) -> dict[str, Any]:
-    """At most one replica drained at a time by voluntary disruptions (node drains)."""
+def pod_disruption_budget(
+    ep: types.InferenceEndpoint, name: str, normal_replicas: int
+) -> dict[str, Any]:
+    """Voluntary disruptions (node drains) take one replica at a time, and never the
+    only one before its replacement is Ready.
+
+    With one replica, `maxUnavailable: 1` would let a drain evict it at once, so it
+    is `minAvailable: 1`: the eviction waits until the replacement Ferry starts on
+    seeing the drain (a surge above the count) is Ready. Pods out of service (Ferry's
+    readiness gate False, so not Ready) may always go: `AlwaysAllow`.
+    """
+    budget: dict[str, Any] = {"minAvailable": 1} if normal_replicas <= 1 else {"maxUnavailable": 1}
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(ep, name),
         "spec": {
-            "maxUnavailable": 1,
+            **budget,
             "selector": {"matchLabels": naming.selector_labels(name)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }
+
+
+def surge_name(name: str) -> str:
+    """The temporary surge Deployment's name for the endpoint's Deployment `name`."""
+    return naming.fit(name, prefix="", max_length=naming.MAX_NAME - 6) + "-surge"
+
+
+def surge_deployment(
+    ep: types.InferenceEndpoint, name: str, replicas: int, avoid_nodes: list[str]
+) -> dict[str, Any]:
+    """The temporary second Deployment a drain adds under an external autoscaler (D10).
+
+    Same pod template (so the Service and the PodDisruptionBudget select its pods),
+    plus the surge label in its own selector (the main Deployment never adopts them)
+    and a required node anti-affinity for the noticed nodes.
+    """
+    base = deployment(ep, name, replicas)
+    base["metadata"]["name"] = surge_name(name)
+    base["metadata"]["labels"] = {**base["metadata"]["labels"], SURGE_LABEL: "true"}
+    spec = base["spec"]
+    spec["selector"] = {"matchLabels": {**naming.selector_labels(name), SURGE_LABEL: "true"}}
+    template = spec["template"]
+    template["metadata"]["labels"] = {**template["metadata"]["labels"], SURGE_LABEL: "true"}
+    if avoid_nodes:
+        away = {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": sorted(avoid_nodes)}
+        required = template["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]
+        for term in required["nodeSelectorTerms"]:
+            term["matchExpressions"] = [*term["matchExpressions"], away]
+    return base
 
 
 def service_url(namespace: str, name: str, port: int) -> str:

@@ -75,7 +75,11 @@ class Observation:
 
     `ready_replicas` is None where the platform reports no such count (Modal,
     Replicate: D17); Ferry never invents one. `pending_since` is when the platform
-    started waiting for capacity, when it says so.
+    started waiting for capacity, when it says so. `surge_replicas` counts replicas
+    a drain runs above `desired_replicas` (None: no drain); `interruption` is a
+    termination drain in progress (the SpotInterrupted condition); `warning` is
+    something a person should know about a ready resource (its reason becomes
+    Ready's, e.g. ExternalAutoscalerBoundsDiffer).
     """
 
     exists: bool
@@ -92,6 +96,9 @@ class Observation:
     running_containers: int | None = None
     resolved_model_version: str | None = None
     release_number: int | None = None
+    surge_replicas: int | None = None
+    interruption: Problem | None = None
+    warning: Problem | None = None
 
     @staticmethod
     def absent() -> Observation:

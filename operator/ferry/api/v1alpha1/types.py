@@ -531,7 +531,10 @@ def conditions_field(description: str) -> Any:
 class Condition(Model):
     """A condition in the Kubernetes API conventions shape."""
 
-    type: Annotated[str, Field(description="Condition type: Ready, Reconciling or Stalled.")]
+    type: Annotated[
+        str,
+        Field(description="Condition type: Ready, Reconciling, Stalled or SpotInterrupted."),
+    ]
     status: Annotated[ConditionStatus, Field(description="True, False or Unknown.")]
     reason: Annotated[str, Field(description="CamelCase reason for the last transition.")]
     message: Annotated[str, Field(description="Human-readable detail.")] = ""
@@ -549,9 +552,15 @@ class InferenceEndpointStatus(Model):
     observed_generation: Annotated[
         int | None, Field(description="The spec generation last reconciled.")
     ] = None
-    conditions: Annotated[list[Condition], conditions_field("Ready, Reconciling and Stalled.")] = (
-        Field(default_factory=list)
-    )
+    conditions: Annotated[
+        list[Condition],
+        conditions_field(
+            "Ready, Reconciling and Stalled (kstatus). local endpoints also get SpotInterrupted:"
+            " True while a termination notice drains some of their replicas (reason"
+            " ReplacingNoticedReplicas, DrainingNoticedReplicas, NoCapacityForReplacement or"
+            " NoticeTooShort), False (NotInterrupted) once it is over; absent until the first."
+        ),
+    ] = Field(default_factory=list)
     provider: Annotated[str | None, Field(description="Provider the endpoint runs on.")] = None
     external_name: Annotated[
         str | None, Field(description="Identifier of the external resource at the provider.")
@@ -602,8 +611,8 @@ class InferenceEndpointStatus(Model):
         int | None,
         Field(
             description=(
-                "Replicas running above the desired count while a drain replaces noticed ones;"
-                " unset when no drain is in progress."
+                "Replicas running above the desired count while a drain replaces noticed ones"
+                " (local: above maxReplicas if need be); unset when no drain is in progress."
             )
         ),
     ] = None
