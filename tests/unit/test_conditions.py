@@ -58,3 +58,57 @@ def test_paused_keeps_ready_as_it_was() -> None:
     assert paused["Ready"].status == "True"
     assert paused["Ready"].reason == "Available"
     assert paused["Reconciling"].reason == "ReconcilePaused"
+
+
+def test_spot_interrupted_appears_with_a_drain_and_stays_false_after() -> None:
+    assert conditions.spot_interrupted([], None, 3, T0) is None
+    on = conditions.spot_interrupted([], ("ReplacingNoticedReplicas", "node a goes"), 3, T0)
+    assert on is not None
+    assert (on.type, on.status, on.reason) == (
+        "SpotInterrupted",
+        "True",
+        "ReplacingNoticedReplicas",
+    )
+    step = conditions.spot_interrupted([on], ("DrainingNoticedReplicas", "1/1"), 3, T1)
+    assert step is not None
+    assert step.last_transition_time == on.last_transition_time  # still True
+    off = conditions.spot_interrupted([step], None, 3, T1)
+    assert off is not None
+    assert (off.status, off.reason, off.last_transition_time) == (
+        "False",
+        "NotInterrupted",
+        conditions.rfc3339(T1),
+    )
+
+
+def test_status_shows_the_drain_beside_the_kstatus_conditions() -> None:
+    from ferry import recording
+    from ferry.providers.base import Observation, Problem
+    from tests.unit.factories import endpoint
+
+    ep = endpoint()
+    seen = Observation(
+        exists=True,
+        desired_replicas=1,
+        ready_replicas=1,
+        surge_replicas=1,
+        interruption=Problem("DrainingNoticedReplicas", "node a goes", stalled=False),
+    )
+    status = recording.status_for(ep, Phase("ready", "Available", "1/1"), seen, T0)
+    assert status.surge_replicas == 1
+    assert [c.type for c in status.conditions] == [
+        "Ready",
+        "Reconciling",
+        "Stalled",
+        "SpotInterrupted",
+    ]
+    assert by_type(status.conditions)["Ready"].status == "True"
+    ep.status = status
+    after = recording.status_for(
+        ep,
+        Phase("ready", "Available", "1/1"),
+        Observation(exists=True, desired_replicas=1, ready_replicas=1),
+        T1,
+    )
+    assert after.surge_replicas is None
+    assert by_type(after.conditions)["SpotInterrupted"].status == "False"

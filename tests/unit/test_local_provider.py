@@ -98,3 +98,80 @@ def test_crash_loop_is_a_problem_and_healthy_pods_are_not() -> None:
     crash = local.pod_problem([healthy, crashing])
     assert crash is not None
     assert crash.reason == "CrashLoopBackOff"
+
+
+def _hpa(name: str, target: str, low: int | None, high: int) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "scaleTargetRef": {"kind": "Deployment", "name": target},
+        "maxReplicas": high,
+    }
+    if low is not None:
+        spec["minReplicas"] = low
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+def test_external_autoscaler_bounds_are_compared_with_the_spec() -> None:
+    from ferry.api.v1alpha1 import types
+
+    spec = types.ScalingSpec(min_replicas=2, max_replicas=5)
+    same = local.autoscaler_bounds([_hpa("h", "llm", 2, 5)], [], "llm")
+    assert local.bounds_warning(same, spec, "llm") is None
+    # The HPA's default minReplicas is 1.
+    differs = local.bounds_warning(
+        local.autoscaler_bounds([_hpa("h", "llm", None, 5)], [], "llm"), spec, "llm"
+    )
+    assert differs is not None
+    assert differs.reason == "ExternalAutoscalerBoundsDiffer"
+    assert "HorizontalPodAutoscaler h scales Deployment llm between 1 and 5" in differs.message
+    # A ScaledObject wins over the HPA KEDA makes from it (defaults 0 and 100).
+    keda = {"metadata": {"name": "so"}, "spec": {"scaleTargetRef": {"name": "llm"}}}
+    found = local.autoscaler_bounds([_hpa("keda-hpa-so", "llm", 1, 100)], [keda], "llm")
+    assert found == ("ScaledObject so", 0, 100)
+    other = local.autoscaler_bounds([_hpa("h", "other", 2, 5)], [], "llm")
+    missing = local.bounds_warning(other, spec, "llm")
+    assert missing is not None
+    assert missing.reason == "ExternalAutoscalerNotFound"
+
+
+async def test_observe_prefers_a_capacity_wait_over_the_progress_deadline() -> None:
+    from ferry.providers.base import Target
+    from tests.unit.factories import endpoint
+    from tests.unit.fakekube import FakeKube
+
+    kube = FakeKube()
+    ep = endpoint(scaling={"minReplicas": 2, "maxReplicas": 2})
+    dep = deployment(2, 1, 2, 2)
+    dep["kind"] = "Deployment"
+    dep["metadata"].update(
+        {"name": "llm", "labels": {"ferry.dev/endpoint-uid": "uid-1"}, "generation": 2}
+    )
+    dep["status"]["conditions"] = [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+    ]
+    kube.put(dep)
+    kube.put(
+        {
+            "kind": "Pod",
+            "metadata": {
+                "name": "p",
+                "labels": {
+                    "app.kubernetes.io/name": "ferry-endpoint",
+                    "app.kubernetes.io/instance": "llm",
+                },
+            },
+            "status": {
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
+                    }
+                ]
+            },
+        }
+    )
+    seen = await local.LocalProvider(kube).observe(Target(ep), "llm")
+    assert seen.problem is not None
+    assert (seen.problem.reason, seen.problem.stalled) == ("WaitingForCapacity", False)
+    assert (seen.desired_replicas, seen.ready_replicas) == (2, 1)
