@@ -331,8 +331,7 @@ def test_operator_killed_mid_deploy_leaves_one_app(
     # enough on the fake's clock, Modal stops it.
     fake.call("POST", "/_sandbox/clock", json={"advanceSeconds": 91}).raise_for_status()
     states = sorted(a["state"] for a in apps(fake, name))
-    assert states in (["deployed"], ["deployed", "stopped"]), states
-    assert len([a for a in apps(fake, name) if a["state"] != "stopped"]) == 1
+    assert states == ["deployed", "stopped"], "one app serves; the abandoned one is stopped"
 
 
 def test_secrets_travel_as_modal_secrets_and_a_prompt_returns_tokens(

@@ -67,6 +67,7 @@ def seen(want: mapping.Deployment, **changes: Any) -> mapping.Seen:
 
 def record(want: mapping.Deployment, **changes: Any) -> mapping.Record:
     fields: dict[str, Any] = {
+        "key": "an older deploy",
         "image": want.image,
         "env_digest": want.env_digest,
         "image_id": "im-1",
@@ -264,3 +265,22 @@ def test_errors(status: str | None, kind: type, reason: str, retry_after: float 
         assert "Secret modal-token" in str(err)
         assert "ProviderConfig modal" in str(err)
     assert "as-very-secret" not in str(err)
+
+
+def test_what_modal_reports_differently_after_deploying_this_spec_is_not_redeployed() -> None:
+    want = mapping.desired(target())
+    odd = seen(want, gpus=(("L4", 2),))
+    todo = mapping.plan(want, odd, record(want, key=want.key), False)
+    assert todo.redeploy == ()
+    assert todo.mismatch == ("gpu",)
+    obs = mapping.observation(want, odd, todo)
+    assert obs.up_to_date
+    assert obs.problem is not None
+    assert obs.problem.reason == "DeployedStateDiffers"
+    assert obs.problem.stalled
+
+
+def test_ids_are_compared_only_where_modal_reports_them() -> None:
+    want = mapping.desired(target())
+    todo = mapping.plan(want, seen(want, image_id="", secret_ids=()), record(want), False)
+    assert todo.diff == []

@@ -211,11 +211,11 @@ class ModalProvider:
         seen = _seen(info, settings, stats)
         record = self._records.get(uid)
         is_settled = mapping.settled(target.endpoint)
-        if record is None and is_settled:
+        if record is None and is_settled and not mapping.readable_diff(want, seen):
             # Deployed at this generation, as Ferry recorded before it restarted: adopt the
             # live ids as the baseline, so a redeploy by someone else is noticed from now on.
             record = self._records[uid] = mapping.Record(
-                want.image, want.env_digest, seen.image_id, seen.secret_ids
+                want.key, want.image, want.env_digest, seen.image_id, seen.secret_ids
             )
         todo = mapping.plan(want, seen, record, is_settled)
         seen_now = mapping.observation(want, seen, todo)
@@ -317,7 +317,11 @@ class ModalProvider:
         info = await function.info.aio()
         log.info("deployed app %s on Modal", want.app)
         return mapping.Record(
-            want.image, want.env_digest, info.image_info.image_id or "", tuple(info.secrets)
+            want.key,
+            want.image,
+            want.env_digest,
+            info.image_info.image_id or "",
+            tuple(info.secrets),
         )
 
     def _finished(self, uid: str, deploy: Deploy) -> None:

@@ -163,6 +163,7 @@ def desired(target: Target) -> Deployment:
 class Record:
     """What Ferry's last deploy of an endpoint made, kept in memory by the provider."""
 
+    key: str
     image: str
     env_digest: str
     image_id: str
@@ -189,6 +190,9 @@ class Plan:
 
     redeploy: tuple[str, ...] = ()
     autoscaler: Mapping[str, int | None] = field(default_factory=dict)
+    #: Fields Modal reports differently from what Ferry's last deploy of this very spec sent:
+    #: deploying again would loop, so they are reported instead.
+    mismatch: tuple[str, ...] = ()
 
     @property
     def diff(self) -> list[str]:
@@ -208,14 +212,24 @@ def settled(endpoint: types.InferenceEndpoint) -> bool:
     )
 
 
-def plan(want: Deployment, seen: Seen, record: Record | None, is_settled: bool) -> Plan:
-    """What to change so that the deployment `seen` (and `record`) matches `want`."""
-    redeploy: list[str] = []
+def readable_diff(want: Deployment, seen: Seen) -> list[str]:
+    """Redeploy fields the function's own data shows: its GPUs and its concurrency."""
+    changed = []
     if list(seen.gpus) != want.gpu_pairs():
-        redeploy.append("gpu")
+        changed.append("gpu")
     concurrency = (want.target_inputs, want.max_inputs) if want.target_inputs else None
     if seen.concurrency != concurrency:
-        redeploy.append("scaling.targetInflightRequests")
+        changed.append("scaling.targetInflightRequests")
+    return changed
+
+
+def plan(want: Deployment, seen: Seen, record: Record | None, is_settled: bool) -> Plan:
+    """What to change so that the deployment `seen` (and `record`) matches `want`.
+
+    The ids Ferry's deploy got back are compared only where Modal reports them on both sides.
+    """
+    readable = readable_diff(want, seen)
+    redeploy: list[str] = []
     if record is None:
         if not is_settled:
             redeploy.append("deployment (not known to match this generation)")
@@ -224,13 +238,25 @@ def plan(want: Deployment, seen: Seen, record: Record | None, is_settled: bool) 
             redeploy.append("server.image")
         if record.env_digest != want.env_digest:
             redeploy.append("server.env (values not shown)")
-        if (record.image_id, record.secret_ids) != (seen.image_id, seen.secret_ids):
+        ids = (record.image_id, record.secret_ids)
+        live = (seen.image_id, seen.secret_ids)
+        if all(ids) and all(live) and ids != live:
             redeploy.append("deployment (redeployed outside Ferry)")
-    return Plan(tuple(redeploy), want.autoscaler.changes(seen.autoscaler))
+    autoscaler = want.autoscaler.changes(seen.autoscaler)
+    if readable and not redeploy and record is not None and record.key == want.key:
+        return Plan((), autoscaler, tuple(readable))
+    return Plan((*readable, *redeploy), autoscaler)
 
 
 def observation(want: Deployment, seen: Seen, todo: Plan) -> Observation:
     """What Ferry reports of a deployed function: its URLs and running containers (D1, D17)."""
+    problem = None
+    if todo.mismatch:
+        problem = Problem(
+            "DeployedStateDiffers",
+            f"Modal reports {', '.join(todo.mismatch)} of app {want.app} differently from what"
+            " Ferry deployed for this spec; not deploying it again (check the app on Modal)",
+        )
     return Observation(
         exists=True,
         up_to_date=not todo.diff,
@@ -240,6 +266,7 @@ def observation(want: Deployment, seen: Seen, todo: Plan) -> Observation:
         desired_replicas=None,
         ready_replicas=None,
         diff=todo.diff,
+        problem=problem,
         running_containers=seen.running_containers,
     )
 
