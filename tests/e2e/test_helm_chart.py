@@ -72,6 +72,47 @@ def test_installed_chart_rbac_runs_the_operator(
     crds = cluster.kubectl("get", "crd", "-o", "name").stdout
     assert "inferenceendpoints.ferry.dev" in crds
 
+    # What drains and the autoscaler need beyond the endpoint lifecycle, granted to
+    # the chart's ServiceAccount (and nothing broader on pods or nodes). Asked as a
+    # SubjectAccessReview: kubectl's can-i cannot name a group the server does not
+    # serve (KEDA is not installed here).
+    who = f"system:serviceaccount:{release}:ferry-operator"
+
+    def can(verb: str, group: str, resource: str, subresource: str = "") -> bool:
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": who,
+                "groups": ["system:serviceaccounts", f"system:serviceaccounts:{release}"],
+                "resourceAttributes": {
+                    "verb": verb,
+                    "group": group,
+                    "resource": resource,
+                    "subresource": subresource,
+                    "namespace": "anywhere",
+                },
+            },
+        }
+        out = cluster.kubectl(
+            "create", "-f", "-", "-o", "jsonpath={.status.allowed}", input=yaml.safe_dump(review)
+        )
+        return out.stdout.strip() == "true"
+
+    for verb, group, resource, sub in [
+        ("get", "", "nodes", ""),
+        ("list", "", "nodes", ""),
+        ("watch", "", "nodes", ""),
+        ("create", "", "pods", "eviction"),
+        ("patch", "", "pods", "status"),
+        ("patch", "", "pods", ""),
+        ("list", "autoscaling", "horizontalpodautoscalers", ""),
+        ("list", "keda.sh", "scaledobjects", ""),
+    ]:
+        assert can(verb, group, resource, sub), f"the chart does not let Ferry {verb} {resource}"
+    for verb, resource in [("delete", "pods"), ("patch", "nodes"), ("update", "nodes")]:
+        assert not can(verb, "", resource), f"the chart lets Ferry {verb} {resource}"
+
     token = cluster.kubectl(
         "create", "token", "ferry-operator", "-n", release, "--duration=1h"
     ).stdout.strip()
@@ -93,6 +134,16 @@ def test_installed_chart_rbac_runs_the_operator(
         kit.wait_for(
             lambda: ready(ns, "via-chart-rbac"), "endpoint Ready under the chart's RBAC", timeout=90
         )
+        # Under the chart's RBAC the operator watched nodes and pods and set the pods'
+        # readiness gate (a pod is Ready only then).
+        pods = ns.items("pods", "app.kubernetes.io/instance=via-chart-rbac")
+        gates = [
+            c["status"]
+            for p in pods
+            for c in p["status"].get("conditions", [])
+            if c["type"] == "ferry.dev/in-service"
+        ]
+        assert gates == ["True"]
         ns.kubectl("delete", "inferenceendpoint", "via-chart-rbac", "--timeout=60s")
         assert "forbidden" not in op.logs().lower()
     finally:
