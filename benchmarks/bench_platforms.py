@@ -50,9 +50,22 @@ PROVIDER_CONFIG = create_namespaced_resource(
 NS = "bench-platforms"
 #: Reads per endpoint per poll interval that D4 allows, by platform (shared catalogue
 #: reads per ProviderConfig are added separately).
-D4_PER_ENDPOINT = {"runpod": 2}
-D4_SHARED = {"runpod": 1}
+# Replicate: the deployment; shared, the hardware list (read only when a create or an
+# update sends hardware, so none in steady state).
+D4_PER_ENDPOINT = {"runpod": 2, "replicate": 1}
+D4_SHARED = {"runpod": 1, "replicate": 1}
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
+
+
+#: What each platform's endpoints run (the rest of the spec is the same for all).
+SPECS: dict[str, dict[str, Any]] = {
+    "runpod": {
+        "model": {"uri": "hf://ferry-dev/tiny-llm"},
+        "server": {"image": "ghcr.io/ferry-dev/inference-server:0.1.0"},
+        "gpu": {"type": "L4"},
+    },
+    "replicate": {"model": {"providerRef": "ferry-dev/tiny-llm"}, "gpu": {"type": "L40S"}},
+}
 
 
 def endpoint(platform: str, i: int) -> dict[str, Any]:
@@ -62,9 +75,7 @@ def endpoint(platform: str, i: int) -> dict[str, Any]:
         "metadata": {"name": f"{platform}-{i}", "namespace": NS},
         "spec": {
             "provider": platform,
-            "model": {"uri": "hf://ferry-dev/tiny-llm"},
-            "server": {"image": "ghcr.io/ferry-dev/inference-server:0.1.0"},
-            "gpu": {"type": "L4"},
+            **SPECS[platform],
             "scaling": {"minReplicas": 0, "maxReplicas": 2},
             "providerConfigRef": {"name": platform},
         },
@@ -118,6 +129,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+class ReplicateFake(Fake):
+    """The Replicate fake: deployments are named after their endpoints, not tagged."""
+
+    async def max_workers(self) -> dict[str, int]:
+        """endpoint name -> max_instances as the fake holds it (platform reads, every page)."""
+        found: dict[str, int] = {}
+        url: str | None = f"{self.api}/v1/deployments"
+        while url:
+            page = (await self.http.get(url)).json()
+            for d in page["results"]:
+                name = str(d["name"]).removeprefix(f"ferry-{NS}-")
+                found[name] = int(d["current_release"]["configuration"]["max_instances"])
+            url = page.get("next")
+        return found
+
+
+FAKES: dict[str, type[Fake]] = {"replicate": ReplicateFake}
+
+
 async def wait_ready(client: AsyncClient, n: int, limit: float) -> float:
     began = time.monotonic()
     last = -1
@@ -136,7 +166,7 @@ async def wait_ready(client: AsyncClient, n: int, limit: float) -> float:
 
 
 async def changes(
-    client: AsyncClient, fake: Fake, uids: dict[str, str], rate: float, probe: float
+    client: AsyncClient, fakes: dict[str, Fake], uids: dict[str, str], rate: float, probe: float
 ) -> tuple[list[float], list[float]]:
     """Patch maxReplicas 2 -> 3 on every endpoint at `rate`/s; return (ferry, watch) latencies."""
     patched: dict[str, float] = {}
@@ -158,10 +188,12 @@ async def changes(
         by_uid = {uid: name for name, uid in uids.items()}
         while len(seen_fake) < len(uids):
             now = time.monotonic()
-            for uid, value in (await fake.max_workers()).items():
-                name = by_uid.get(uid)
-                if name and value == 3 and name not in seen_fake:
-                    seen_fake[name] = now
+            for fake in fakes.values():
+                # Keyed by the uid tag (RunPod) or by the endpoint's name (Replicate).
+                for key, value in (await fake.max_workers()).items():
+                    name = by_uid.get(key, key)
+                    if name in uids and value == 3 and name not in seen_fake:
+                        seen_fake[name] = now
             await asyncio.sleep(probe)
 
     watcher = asyncio.create_task(watch())
@@ -192,11 +224,11 @@ async def bench(
 ) -> None:
     client = AsyncClient(config=KubeConfig.from_file(cluster.kubeconfig_path))
     await client.create(Namespace(metadata={"name": NS}))  # type: ignore[arg-type]
-    platforms = ["runpod"]
+    platforms = args.platforms.split(",")
     for platform in platforms:
         for doc in sandboxing.provider_objects(urls, platform, platform, NS):
             await client.create(codecs.from_dict(doc))  # type: ignore[call-overload]
-    fakes = {p: Fake(urls[p]) for p in platforms}
+    fakes = {p: FAKES.get(p, Fake)(urls[p]) for p in platforms}
 
     log = Path(tempfile.mkdtemp()) / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig_path)}
@@ -234,7 +266,7 @@ async def bench(
         async for obj in client.list(IEP, namespace=NS):
             uids[obj.metadata.name] = obj.metadata.uid  # type: ignore[union-attr,index]
         print(f"changes: {len(uids)} patches at {args.rate:.0f}/s", flush=True)
-        ferry_lat, watch_lat = await changes(client, fakes["runpod"], uids, args.rate, args.probe)
+        ferry_lat, watch_lat = await changes(client, fakes, uids, args.rate, args.probe)
     finally:
         sampler.running = False
         operator.terminate()
@@ -264,6 +296,10 @@ async def bench(
     w50, w99 = percentile(watch_lat, 0.5), percentile(watch_lat, 0.99)
     print(f"\napply -> PATCH at the fake, {len(ferry_lat)} changes at {args.rate:.0f}/s")
     print(f"  ferry           p50 {p50 * 1000:8.0f} ms   p99 {p99 * 1000:8.0f} ms")
+    for platform in platforms:
+        lat = [v for n, v in zip(uids, ferry_lat, strict=True) if n.startswith(f"{platform}-")]
+        q50, q99 = percentile(lat, 0.5), percentile(lat, 0.99)
+        print(f"    {platform:<13} p50 {q50 * 1000:8.0f} ms   p99 {q99 * 1000:8.0f} ms")
     print(f"  watch baseline  p50 {w50 * 1000:8.0f} ms   p99 {w99 * 1000:8.0f} ms")
     print(f"  ratio           p50 {p50 / w50:8.1f}x     p99 {p99 / w99:8.1f}x")
     print(f"  (the fake is polled every {args.probe * 1000:.0f} ms: latencies carry that much)")
@@ -276,6 +312,11 @@ async def bench(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=300, help="endpoints (default 300)")
+    parser.add_argument(
+        "--platforms",
+        default="runpod,replicate",
+        help="comma-separated platforms the endpoints are spread over (default runpod,replicate)",
+    )
     parser.add_argument("--poll", type=float, default=30.0, help="operator poll interval (s)")
     parser.add_argument("--intervals", type=int, default=3, help="poll intervals to count")
     parser.add_argument("--rate", type=float, default=100.0, help="spec changes per second")
