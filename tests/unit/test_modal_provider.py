@@ -107,6 +107,11 @@ def target(status: dict[str, Any] | None = None, generation: int = 1, **spec: An
 APP = "ferry-team-a-llm"
 
 
+def fault(fake: ModalSandbox, rpc: str, **spec: Any) -> None:
+    """Arm a fault on one RPC of the fake."""
+    fake.faults.add(FaultSpec(method="POST", route=RPC + rpc, **spec))
+
+
 def calls(fake: ModalSandbox, rpc: str) -> int:
     return fake.calls.get("POST", RPC + rpc)
 
@@ -194,9 +199,7 @@ async def test_steady_state_is_three_reads_and_no_writes(
 async def test_a_deploy_in_flight_reads_nothing(
     modal_fake: ModalSandbox, connect: Callable[..., ModalProvider]
 ) -> None:
-    modal_fake.faults.add(
-        FaultSpec(method="POST", route=RPC + "AppPublish", kind="delay", delay_seconds=0.5)
-    )
+    fault(modal_fake, "AppPublish", kind="delay", delay_seconds=0.5)
     t = target()
     provider = connect()
     await provider.create(t, None)
@@ -378,15 +381,7 @@ async def test_rejected_credentials_name_the_secret_and_leak_nothing(
 async def test_throttling_is_handed_back_with_the_server_hint(
     modal_fake: ModalSandbox, connect: Callable[..., ModalProvider]
 ) -> None:
-    modal_fake.faults.add(
-        FaultSpec(
-            method="POST",
-            route=RPC + "FunctionGet",
-            kind="rate_limit",
-            retry_after_seconds=30,
-            count=None,
-        )
-    )
+    fault(modal_fake, "FunctionGet", kind="rate_limit", retry_after_seconds=30, count=None)
     with pytest.raises(TransientProviderError) as err:
         await connect().observe(target(), APP)
     assert err.value.reason == "Throttled"
@@ -397,9 +392,7 @@ async def test_throttling_is_handed_back_with_the_server_hint(
 async def test_an_unavailable_storm_fails_after_a_bounded_number_of_calls(
     modal_fake: ModalSandbox, connect: Callable[..., ModalProvider]
 ) -> None:
-    modal_fake.faults.add(
-        FaultSpec(method="POST", route=RPC + "FunctionGet", kind="status", status=503, count=None)
-    )
+    fault(modal_fake, "FunctionGet", kind="status", status=503, count=None)
     with pytest.raises(TransientProviderError) as err:
         await connect(call_timeout=10).observe(target(), APP)
     assert err.value.reason == "ProviderUnavailable"
@@ -409,9 +402,7 @@ async def test_an_unavailable_storm_fails_after_a_bounded_number_of_calls(
 async def test_a_slow_server_is_cut_off_at_the_call_timeout(
     modal_fake: ModalSandbox, connect: Callable[..., ModalProvider]
 ) -> None:
-    modal_fake.faults.add(
-        FaultSpec(method="POST", route=RPC + "FunctionGet", kind="delay", delay_seconds=60)
-    )
+    fault(modal_fake, "FunctionGet", kind="delay", delay_seconds=60)
     with pytest.raises(TransientProviderError) as err:
         await connect(call_timeout=0.5).observe(target(), APP)
     assert err.value.reason == "ProviderTimeout"
@@ -420,9 +411,7 @@ async def test_a_slow_server_is_cut_off_at_the_call_timeout(
 async def test_a_refused_deploy_stalls_until_the_spec_changes(
     modal_fake: ModalSandbox, connect: Callable[..., ModalProvider]
 ) -> None:
-    modal_fake.faults.add(
-        FaultSpec(method="POST", route=RPC + "FunctionCreate", kind="status", status=400)
-    )
+    fault(modal_fake, "FunctionCreate", kind="status", status=400)
     t = target()
     provider = connect()
     await provider.create(t, None)
@@ -449,9 +438,7 @@ async def test_a_refused_deploy_stalls_until_the_spec_changes(
 async def test_a_lost_reply_is_replayed_by_idempotency_key(
     modal_fake: ModalSandbox, connect: Callable[..., ModalProvider]
 ) -> None:
-    modal_fake.faults.add(
-        FaultSpec(method="POST", route=RPC + "AppCreate", kind="lose_response", hold_seconds=0.2)
-    )
+    fault(modal_fake, "AppCreate", kind="lose_response", hold_seconds=0.2)
     t = target()
     provider = connect()
     await provider.create(t, None)
@@ -463,9 +450,7 @@ async def test_a_lost_reply_is_replayed_by_idempotency_key(
 async def test_killed_mid_deploy_leaves_one_app(
     modal_fake: ModalSandbox, connect: Callable[..., ModalProvider]
 ) -> None:
-    modal_fake.faults.add(
-        FaultSpec(method="POST", route=RPC + "FunctionCreate", kind="delay", delay_seconds=30)
-    )
+    fault(modal_fake, "FunctionCreate", kind="delay", delay_seconds=30)
     t = target()
     dying = connect()
     await dying.create(t, None)
