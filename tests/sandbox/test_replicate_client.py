@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from ferry.logic import naming
-from ferry.providers import replicate as provider
 from ferry.providers.base import (
     ClientConfig,
     PermanentProviderError,
     Target,
     TransientProviderError,
 )
+from ferry.providers.replicate import ReplicateProvider
 from tests.sandbox import test_replicate_fake as fake
 from tests.sandbox.test_replicate_fake import DEPLOYMENT, MODEL, V1, V2, Rep
 from tests.unit import test_replicate_provider as unit
@@ -38,15 +38,15 @@ def config(rep: Rep, token: str | None = None) -> ClientConfig:
 
 
 @pytest.fixture
-async def client(rep: Rep) -> AsyncIterator[provider.ReplicateProvider]:
-    made = provider.ReplicateProvider(config(rep))
+async def client(rep: Rep) -> AsyncIterator[ReplicateProvider]:
+    made = ReplicateProvider(config(rep))
     yield made
     await made.close()
 
 
 async def test_create_resolves_the_latest_version_and_observe_reads_one_deployment(
     rep: Rep,
-    client: provider.ReplicateProvider,
+    client: ReplicateProvider,
 ) -> None:
     assert not (await client.observe(target(), None)).exists
     name = await client.create(target(), None)
@@ -66,7 +66,7 @@ async def test_create_resolves_the_latest_version_and_observe_reads_one_deployme
 
 async def test_the_resolved_version_does_not_move_when_a_new_one_is_published(
     rep: Rep,
-    client: provider.ReplicateProvider,
+    client: ReplicateProvider,
 ) -> None:
     name = await client.create(target(), None)
     rep.admin("POST", "/models", json={"owner": "ferry-dev", "name": "tiny-llm"})
@@ -79,7 +79,7 @@ async def test_the_resolved_version_does_not_move_when_a_new_one_is_published(
 
 async def test_a_change_is_one_patch_of_what_differs(
     rep: Rep,
-    client: provider.ReplicateProvider,
+    client: ReplicateProvider,
 ) -> None:
     name = await client.create(target(ref=f"{MODEL}:{V1}"), None)
     changed = target(ref=f"{MODEL}:{V2}", scaling={"minReplicas": 2, "maxReplicas": 5})
@@ -95,7 +95,7 @@ async def test_a_change_is_one_patch_of_what_differs(
 
 async def test_a_lost_create_is_adopted_only_under_d15(
     rep: Rep,
-    client: provider.ReplicateProvider,
+    client: ReplicateProvider,
 ) -> None:
     rep.create("ferry-team-a-mine")
     mark = rep.http.get("/_sandbox/clock").json()["now"]
@@ -119,7 +119,7 @@ async def test_a_lost_create_is_adopted_only_under_d15(
 
 async def test_delete_scales_to_zero_then_waits_offline_with_backoff(
     rep: Rep,
-    client: provider.ReplicateProvider,
+    client: ReplicateProvider,
 ) -> None:
     spec: dict[str, Any] = {"scaling": {"minReplicas": 1, "maxReplicas": 2}}
     name = await client.create(target(**spec), None)
@@ -145,7 +145,7 @@ async def test_delete_scales_to_zero_then_waits_offline_with_backoff(
 
 async def test_a_provider_ref_that_does_not_exist_is_named(
     rep: Rep,
-    client: provider.ReplicateProvider,
+    client: ReplicateProvider,
 ) -> None:
     with pytest.raises(PermanentProviderError) as info:
         await client.create(target(ref="nobody/nothing"), None)
@@ -160,7 +160,7 @@ async def test_a_provider_ref_that_does_not_exist_is_named(
 
 async def test_rejected_credentials_name_the_secret_never_the_token(rep: Rep) -> None:
     wrong = "r8_" + "0123456789ab"
-    bad = provider.ReplicateProvider(config(rep, token=wrong))
+    bad = ReplicateProvider(config(rep, token=wrong))
     with pytest.raises(PermanentProviderError) as info:
         await bad.observe(target(), None)
     await bad.close()
@@ -171,7 +171,7 @@ async def test_rejected_credentials_name_the_secret_never_the_token(rep: Rep) ->
 
 async def test_a_throttled_read_hands_retry_after_to_the_queue(
     rep: Rep,
-    client: provider.ReplicateProvider,
+    client: ReplicateProvider,
 ) -> None:
     name = await client.create(target(), None)
     rep.fault(method="GET", route=DEPLOYMENT, kind="rate_limit", retryAfterSeconds=20, count=None)
@@ -186,7 +186,7 @@ async def test_a_throttled_read_hands_retry_after_to_the_queue(
 
 async def test_an_unanswered_create_may_have_been_applied(
     rep: Rep,
-    client: provider.ReplicateProvider,
+    client: ReplicateProvider,
 ) -> None:
     rep.lose_next_create()
     with pytest.raises(TransientProviderError) as info:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from ferry.providers import replicate
 from ferry.providers.base import (
     ClientConfig,
     Credentials,
@@ -23,6 +22,7 @@ from ferry.providers.base import (
     TransientProviderError,
 )
 from ferry.providers.http import RetryPolicy
+from ferry.providers.replicate import ReplicateProvider
 
 TOKEN = "r8_" + "feedfacecafe"
 Answer = Callable[[httpx.Request], httpx.Response]
@@ -58,7 +58,7 @@ def status(code: int, headers: dict[str, str] | None = None) -> Answer:
 
 def provider(
     script: Script, sleeps: list[float], now: list[float] | None = None
-) -> replicate.ReplicateProvider:
+) -> ReplicateProvider:
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
@@ -73,7 +73,7 @@ def provider(
         call_timeout=2.0,
         shared_ttl=30.0,
     )
-    return replicate.ReplicateProvider(
+    return ReplicateProvider(
         config,
         transport=httpx.MockTransport(script),
         policy=RetryPolicy(max_attempts=3, max_inline_wait=2.0),

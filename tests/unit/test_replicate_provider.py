@@ -16,7 +16,6 @@ from replicate.deployment import Deployment
 from replicate.exceptions import ReplicateError
 
 from ferry.api.v1alpha1 import types
-from ferry.providers import replicate
 from ferry.providers.base import (
     ClientConfig,
     Credentials,
@@ -24,6 +23,8 @@ from ferry.providers.base import (
     Target,
     TransientProviderError,
 )
+from ferry.providers.replicate import ReplicateProvider
+from ferry.providers.replicate import mapping as replicate
 
 TOKEN = "r8_" + "0a1b2c3d4e5f"
 V1 = "1" * 64
@@ -349,6 +350,6 @@ def test_throttling_hands_retry_after_to_the_queue_and_refusals_keep_the_platfor
 
 def test_a_base_url_ending_in_v1_is_refused_naming_the_provider_config() -> None:
     with pytest.raises(PermanentProviderError) as info:
-        replicate.ReplicateProvider(config("https://api.replicate.com/v1"))
+        ReplicateProvider(config("https://api.replicate.com/v1"))
     assert info.value.reason == "InvalidBaseUrl"
     assert "ProviderConfig rep" in str(info.value)

@@ -1,4 +1,4 @@
-"""Replicate deployments through the `replicate` package (pinned at 1.0.7), async calls only.
+"""The Replicate provider: deployments through the `replicate` package (1.0.7), async only.
 
 The external resource is a deployment of a model version published on Replicate
 (`model.providerRef`). Deployment names are unique per owner and the owner is always
@@ -14,8 +14,8 @@ the current release matches the spec (D17). A deployment is deleted only once it
 been offline and unused for 15 minutes: delete scales it to zero and is retried as
 polled state (D13), with backoff.
 
-Pure mappers first, the client below. Calls per endpoint per poll (D4): the
-deployment. The account is read once per client, the hardware list at most once per
+The pure mappers are in `mapping`; this module makes the calls. Calls per endpoint
+per poll (D4): the deployment. The account is read once per client, the hardware list at most once per
 poll interval per ProviderConfig and only when a create or update sends hardware.
 The reconciler calls the verbs; `ferry.providers.registry` holds `BACKEND`.
 Facts: ../shared/design/providers.md.
@@ -27,11 +27,8 @@ import asyncio
 import contextvars
 import json
 import random
-import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -42,290 +39,38 @@ from replicate.exceptions import ReplicateError
 from replicate.version import Versions
 
 from ferry.api.v1alpha1 import platforms
-from ferry.logic import gpus, naming
+from ferry.logic import naming
 from ferry.providers import http as platform_http
 from ferry.providers.base import (
     Backend,
     ClientConfig,
     Observation,
     PermanentProviderError,
-    Problem,
-    ProviderError,
     Target,
     TransientProviderError,
 )
+from ferry.providers.replicate.mapping import (
+    ModelRef,
+    NotFound,
+    Refused,
+    adoption_refusal,
+    check_offered,
+    deployment_name,
+    desired,
+    diff,
+    error_for,
+    hardware_sku,
+    model_ref,
+    observation,
+    offline_wait,
+    split_name,
+    wanted_version,
+)
 
 NAME = "replicate"
-PLATFORM = "Replicate"
 DEFAULT_API = platforms.PLATFORM_BASE_URLS[NAME]
-#: How much older than Ferry's create-pending mark an adopted deployment may look (D15):
-#: the mark is stamped by the operator's clock, `created_at` by Replicate's.
-CLOCK_SKEW = timedelta(seconds=60)
-#: The longest wait between delete attempts, in poll intervals.
-OFFLINE_BACKOFF_CAP = 5
 
 T = TypeVar("T")
-_REF = re.compile(r"^(?P<owner>[^/:]+)/(?P<name>[^/:]+)(?::(?P<version>[A-Za-z0-9]+))?$")
-
-
-# --- pure mapping ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """`model.providerRef` taken apart: owner/name, and the version when pinned."""
-
-    owner: str
-    name: str
-    version: str | None
-
-    @property
-    def model(self) -> str:
-        return f"{self.owner}/{self.name}"
-
-
-def parse_ref(text: str) -> ModelRef:
-    """`owner/model[:version]`; the CRD enforces the shape, so a mismatch is a bug upstream."""
-    found = _REF.match(text)
-    if found is None:
-        raise PermanentProviderError(
-            f"model.providerRef {text!r} is not owner/model or owner/model:version",
-            reason="InvalidModelRef",
-        )
-    return ModelRef(found["owner"], found["name"], found["version"])
-
-
-def model_ref(target: Target) -> ModelRef:
-    ref = target.endpoint.spec.model.provider_ref
-    if not ref:
-        raise PermanentProviderError(
-            "a replicate endpoint needs model.providerRef (owner/model or owner/model:version)",
-            reason="InvalidModelRef",
-        )
-    return parse_ref(ref)
-
-
-def deployment_name(target: Target) -> str:
-    """The deployment's name under the token's account: deterministic per endpoint."""
-    return naming.fit(f"{target.namespace}-{target.name}", prefix="ferry-")
-
-
-def split_name(external_name: str, owner: str) -> tuple[str, str]:
-    """(owner, name) from a recorded `owner/name` (a bare name is the account's)."""
-    head, _, tail = external_name.partition("/")
-    return (head, tail) if tail else (owner, head)
-
-
-def hardware_sku(target: Target) -> str:
-    """The hardware SKU for (gpu.type, gpu.count); admission rejects pairs with none (D8)."""
-    gpu = target.endpoint.spec.gpu
-    sku = gpus.replicate_hardware(gpu.type, gpu.count)
-    if sku is None:
-        raise PermanentProviderError(
-            f"Replicate has no hardware for {gpu.count} x {gpu.type} (spec.gpu)",
-            reason="GPUNotOffered",
-        )
-    return sku
-
-
-def check_offered(sku: str, hardware: list[dict[str, Any]], target: Target) -> None:
-    """Raise GPUNotOffered naming what `/v1/hardware` lists when it lacks `sku`."""
-    if any(h.get("sku") == sku for h in hardware):
-        return
-    gpu = target.endpoint.spec.gpu
-    offered = ", ".join(f"{h.get('sku')} ({h.get('name')})" for h in hardware)
-    raise PermanentProviderError(
-        f"Replicate's hardware list no longer offers {sku} for {gpu.count} x {gpu.type}"
-        f" (spec.gpu); it offers {offered}",
-        reason="GPUNotOffered",
-    )
-
-
-def wanted_version(
-    ref: ModelRef, recorded: str | None, deployed: Mapping[str, Any] | None
-) -> str | None:
-    """The version to run: pinned, else the one resolved before (status), else the one
-    the deployment already runs; None means "resolve the latest now" (first create)."""
-    if ref.version:
-        return ref.version
-    if recorded:
-        return recorded
-    release = (deployed or {}).get("current_release") or {}
-    if release.get("model") == ref.model and release.get("version"):
-        return str(release["version"])
-    return None
-
-
-def desired(target: Target, version: str, sku: str) -> dict[str, Any]:
-    """The release Ferry wants: the create body less name and model."""
-    scaling = target.endpoint.spec.scaling
-    return {
-        "version": version,
-        "hardware": sku,
-        "min_instances": scaling.min_replicas,
-        "max_instances": scaling.max_replicas,
-    }
-
-
-def diff(
-    want: Mapping[str, Any], deployment: Mapping[str, Any]
-) -> tuple[list[str], dict[str, Any]]:
-    """(changed fields, the PATCH body setting exactly those): every PATCH is a release."""
-    release = deployment.get("current_release") or {}
-    config = release.get("configuration") or {}
-    have = {"version": release.get("version"), **config}
-    patch = {k: v for k, v in want.items() if have.get(k) != v}
-    return list(patch), patch
-
-
-def adoption_refusal(
-    deployment: Mapping[str, Any], account: str, pending: str | None
-) -> str | None:
-    """Why a same-named deployment is not this endpoint's (D15), or None to adopt it.
-
-    It is Ferry's only if a create is pending for the endpoint, the deployment is at its
-    first release, was created no earlier than the pending mark (less clock skew) and
-    belongs to the token's account.
-    """
-    release = deployment.get("current_release") or {}
-    if not pending:
-        return "Ferry has no create pending for this endpoint"
-    if deployment.get("owner") != account:
-        return f"it belongs to {deployment.get('owner')}, not to the token's account {account}"
-    if release.get("number") != 1:
-        return f"it is at release {release.get('number')}, not its first"
-    try:
-        made = datetime.fromisoformat(str(release.get("created_at")).replace("Z", "+00:00"))
-        mark = datetime.strptime(pending, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return "its creation time cannot be compared with Ferry's create-pending mark"
-    if made < mark - CLOCK_SKEW:
-        return f"it was created at {release.get('created_at')}, before Ferry's create ({pending})"
-    return None
-
-
-def observation(
-    deployment: Mapping[str, Any], want: Mapping[str, Any], ref: ModelRef, api: str
-) -> Observation:
-    """What Ferry reports: release, version and URL; no instance count (D17)."""
-    owner, name = deployment["owner"], deployment["name"]
-    release = deployment.get("current_release") or {}
-    problem = None
-    changed, _ = diff(want, deployment)
-    if release and release.get("model") != ref.model:
-        problem = Problem(
-            "ModelImmutable",
-            f"deployment {owner}/{name} runs {release.get('model')} and Replicate cannot"
-            f" change a deployment's model to {ref.model} (spec.model.providerRef): set it"
-            " back, or create a new endpoint for the other model",
-        )
-        changed = []
-    return Observation(
-        exists=True,
-        up_to_date=not changed,
-        external_name=f"{owner}/{name}",
-        url=f"{api}/v1/deployments/{owner}/{name}/predictions",
-        desired_replicas=None,
-        ready_replicas=None,
-        diff=changed,
-        problem=problem,
-        resolved_model_version=str(want["version"]),
-        release_number=release.get("number"),
-    )
-
-
-def offline_wait(refusals: int, poll: float) -> float:
-    """Seconds until the next delete attempt: one poll interval, doubling, capped."""
-    return float(min(poll * 2 ** max(0, refusals - 1), poll * OFFLINE_BACKOFF_CAP))
-
-
-class NotFound(PermanentProviderError):
-    """Replicate answered 404 (callers to whom absence means something catch it)."""
-
-
-class Refused(PermanentProviderError):
-    """Replicate refused a request (a 4xx other than 401/403/404/429); `detail` is its word."""
-
-    def __init__(self, message: str, *, reason: str, detail: str) -> None:
-        super().__init__(message, reason=reason)
-        self.detail = detail
-
-
-def error_for(
-    exc: BaseException,
-    *,
-    what: str,
-    config: ClientConfig,
-    write: bool,
-    retry_after: float | None = None,
-    timeout: float = 10.0,
-) -> ProviderError:
-    """Map what the replicate client raised onto Ferry's errors (never credentials).
-
-    An unanswered or failed write may have been applied (`maybe_applied`): the client
-    never retries POST or PATCH and has no idempotency key.
-    """
-    if isinstance(exc, ReplicateError):
-        status = exc.status or 0
-        detail = ": ".join(dict.fromkeys(str(p) for p in (exc.detail, exc.title) if p)) or "-"
-        if status in (401, 403):
-            return PermanentProviderError(
-                f"{PLATFORM} rejected the credentials in Secret {config.secret_name} of"
-                f" ProviderConfig {config.config_name} (HTTP {status}) for {what}; put a valid"
-                " API token under the key token in that Secret",
-                reason="CredentialsRejected",
-            )
-        if status == 429:
-            return TransientProviderError(
-                f"{PLATFORM} is throttling requests ({what}); retrying"
-                + (f" in {retry_after:.0f}s" if retry_after is not None else ""),
-                retry_after=retry_after,
-                reason="Throttled",
-            )
-        if status >= 500:
-            return TransientProviderError(
-                f"{PLATFORM} failed {what} with HTTP {status}: {detail}",
-                retry_after=retry_after,
-                reason="ProviderUnavailable",
-                maybe_applied=write,
-            )
-        if status == 404:
-            return NotFound(
-                f"{PLATFORM} found nothing for {what} (HTTP 404): {detail}", reason="NotFound"
-            )
-        return Refused(
-            f"{PLATFORM} refused {what} (HTTP {status}): {detail}",
-            reason="InvalidRequest" if status in (400, 409, 422) else "ProviderRefused",
-            detail=detail,
-        )
-    if isinstance(exc, pydantic_v1.ValidationError | json.JSONDecodeError):
-        fields = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            for e in (exc.errors() if isinstance(exc, pydantic_v1.ValidationError) else [])
-        )
-        message = f"{PLATFORM}'s answer to {what} does not fit the replicate client's models"
-        message += f" ({fields})" if fields else " (not JSON)"
-        if write:
-            # The call was answered 2xx: it happened. Look it up rather than repeat it.
-            return TransientProviderError(message, reason="UnexpectedAnswer", maybe_applied=True)
-        return PermanentProviderError(message, reason="UnexpectedAnswer")
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
-        unsent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
-        return TransientProviderError(
-            f"{PLATFORM} did not answer {what} within {timeout:.0f}s",
-            reason="ProviderTimeout",
-            maybe_applied=write and not unsent,
-        )
-    if isinstance(exc, httpx.HTTPError):
-        return TransientProviderError(
-            f"cannot reach {PLATFORM} for {what}: {type(exc).__name__}",
-            reason="ProviderUnreachable",
-            maybe_applied=write and not isinstance(exc, httpx.ConnectError),
-        )
-    raise exc
-
-
-# --- the client ---------------------------------------------------------------------------
 
 #: The Retry-After of the last answer seen by this task (set by a response hook).
 _RETRY_AFTER: contextvars.ContextVar[float | None] = contextvars.ContextVar(
