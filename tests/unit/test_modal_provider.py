@@ -9,6 +9,7 @@ mocked; faults are the fake's own.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -467,3 +468,13 @@ async def test_killed_mid_deploy_leaves_one_app(
     states = sorted(a.state for a in modal_fake.platform.apps.values())
     assert states == ["deployed", "stopped"], "the abandoned deploy's app is stopped by Modal"
     assert list(modal_fake.platform.deployed) == [("main", APP)]
+
+
+async def test_the_provider_config_url_wins_and_the_process_env_is_left_as_it_was(
+    modal_fake: ModalSandbox,
+    connect: Callable[..., ModalProvider],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MODAL_SERVER_URL", "http://127.0.0.1:1")  # nothing listens there
+    assert not (await connect().observe(target(), None)).exists, "answered by the fake"
+    assert os.environ["MODAL_SERVER_URL"] == "http://127.0.0.1:1"

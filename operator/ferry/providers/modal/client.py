@@ -10,7 +10,9 @@ The client, configured without process-wide surprises:
   per-process `from_env` singleton. `from_credentials` takes its server URL from Modal's
   config, which reads `MODAL_SERVER_URL` from the environment: there is no argument for it.
   So `ClientConfig.base_url` is put there for the duration of that one call, under a lock,
-  and the previous value restored (the URL is read once, when the client is made).
+  and the previous value restored (the URL is read once, when the client is made). For the
+  platform's default URL the variable is left unset, so Modal's own default (with its
+  fail-over host) applies.
 - Before `modal` is imported (it reads its config file's path at import): a throwaway
   `MODAL_CONFIG_PATH` (a developer's `~/.modal.toml` must not choose tokens, profiles or the
   server), `MODAL_DISABLE_API_PROXY=1` (an HTTP(S)_PROXY meant for other traffic must not
@@ -362,9 +364,14 @@ class ModalProvider:
         if _server_url_lock is None:
             _server_url_lock = asyncio.Lock()
         creds = self._config.credentials
+        url = self._config.base_url
         async with _server_url_lock:
             previous = os.environ.get("MODAL_SERVER_URL")
-            os.environ["MODAL_SERVER_URL"] = self._config.base_url or mapping.DEFAULT_API
+            if url and url.rstrip("/") != mapping.DEFAULT_API:
+                os.environ["MODAL_SERVER_URL"] = url
+            else:
+                # The platform's own: Modal's built-in default, with its fail-over host.
+                os.environ.pop("MODAL_SERVER_URL", None)
             try:
                 return await self._call(
                     "connect",
