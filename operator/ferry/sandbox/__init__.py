@@ -1,6 +1,6 @@
 """`ferry sandbox`: stateful local fakes of the serverless GPU platforms Ferry drives.
 
-Each platform is one subpackage (`runpod` today; Replicate and Modal join later) that serves
+Each platform is one subpackage (`runpod`, `replicate`; Modal joins later) that serves
 its real API shape on 127.0.0.1, so the operator and the platforms' own clients talk to it
 unchanged, only the base URL differs. What the fakes share lives beside them:
 
