@@ -1,7 +1,7 @@
 """`ferry sandbox`: stateful local fakes of the serverless GPU platforms Ferry drives.
 
-Each platform is one subpackage (`runpod`, `replicate`, `modal`) that serves
-its real API shape (Modal's: gRPC) on 127.0.0.1, so the operator and the platforms' own clients talk to it
+Each platform is one subpackage (`runpod`, `replicate`, `modal`) that serves its real API
+shape (Modal's: gRPC) on 127.0.0.1, so the operator and the platforms' own clients talk to it
 unchanged, only the base URL differs. What the fakes share lives beside them:
 
 - `clock`: the sandbox clock (wall time x speed + offset) every fake's timing follows (D6).
