@@ -25,6 +25,7 @@ from modal_proto import api_grpc, api_pb2
 from ferry.api.v1alpha1 import types
 from ferry.providers.base import ClientConfig, Credentials, Target
 from ferry.providers.modal import ModalProvider
+from ferry.sandbox.__main__ import main
 from tests.sandbox.conftest import Sandbox
 
 RPC = "/modal.client.ModalClient/"
@@ -236,3 +237,31 @@ async def test_a_web_url_answers_from_a_container_and_says_no_model_ran(modal: M
         assert "inference off" in answer.json()["error"]
     finally:
         await p.close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--modal-port", "70000"], "--modal-port"),
+        (["--modal-port", "18090", "--modal-web-port", "18090"], "must differ"),
+        (["--modal-boot-seconds", "-1"], "--modal-boot-seconds"),
+    ],
+    ids=["port-range", "same-port", "boot-seconds"],
+)
+def test_bad_modal_flags_exit_2_with_a_sentence(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err
+    assert "Traceback" not in err
+
+
+def test_the_banner_and_urls_file_name_the_modal_fake(sandbox_session: Sandbox) -> None:
+    entry = json.loads(sandbox_session.urls_file.read_text())["modal"]
+    assert entry["api"].startswith("http://127.0.0.1:")
+    assert entry["admin"] == f"{entry['web']}/_sandbox"
+    assert set(entry["credentials"]) == {"tokenId", "tokenSecret"}
+    log = sandbox_session.log()
+    assert f"Modal API     {entry['api']}" in log
+    assert f"admin         {entry['admin']}" in log
