@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -478,3 +479,17 @@ async def test_the_provider_config_url_wins_and_the_process_env_is_left_as_it_wa
     monkeypatch.setenv("MODAL_SERVER_URL", "http://127.0.0.1:1")  # nothing listens there
     assert not (await connect().observe(target(), None)).exists, "answered by the fake"
     assert os.environ["MODAL_SERVER_URL"] == "http://127.0.0.1:1"
+
+
+def test_the_function_sent_is_a_reference_to_the_servers_factory_not_code() -> None:
+    from modal._serialization import serialize
+
+    from ferry.providers.modal.client import ServerFactory
+    from ferry.sandbox.modal.inference import factory_reference
+
+    sent = serialize(ServerFactory())
+    assert factory_reference(sent) == ("ferry_server.providers.modal_app", "asgi_app")
+    assert b"co_code" not in sent
+    assert len(sent) < 200, "names only: no body, no closure"
+    with pytest.raises(ModuleNotFoundError, match="ferry_server"):
+        pickle.loads(sent)  # resolved where the model server is installed: in the image

@@ -74,7 +74,7 @@ def load_modal() -> ModuleType:
         scratch = tempfile.mkdtemp(prefix="ferry-modal-")
         os.environ["MODAL_CONFIG_PATH"] = os.path.join(scratch, "modal.toml")
         os.environ["MODAL_DISABLE_API_PROXY"] = "1"
-    # Read by the client at every throttled call, so it is (re)set on every connect.
+    # Read by the client at every throttled call: (re)set for every provider built.
     os.environ["MODAL_MAX_THROTTLE_WAIT"] = "0"
     return importlib.import_module("modal")
 
