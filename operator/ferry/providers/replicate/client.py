@@ -15,10 +15,10 @@ been offline and unused for 15 minutes: delete scales it to zero and is retried 
 polled state (D13), with backoff.
 
 The pure mappers are in `mapping`; this module makes the calls. Calls per endpoint
-per poll (D4): the deployment. The account is read once per client, the hardware list at most once per
-poll interval per ProviderConfig and only when a create or update sends hardware.
-The reconciler calls the verbs; `ferry.providers.registry` holds `BACKEND`.
-Facts: ../shared/design/providers.md.
+per poll (D4): the deployment. The account is read once per client, the hardware list
+at most once per poll interval per ProviderConfig and only when a create or an update
+sends hardware. The reconciler calls the verbs; `ferry.providers.registry` holds
+`BACKEND`. Facts: ../shared/design/providers.md.
 """
 
 from __future__ import annotations
