@@ -396,8 +396,11 @@ class Reconciler:
             # The platform reports no ready count (D17): deployed at the current spec
             # is what Ready can mean.
             running = observation.running_containers
-            detail = f"; {running} containers running" if running is not None else ""
-            return Phase("ready", "Available", f"deployed at the current spec{detail}")
+            details = [observation.detail] if observation.detail else []
+            if running is not None:
+                details.append(f"{running} containers running")
+            shown = "".join(f"; {d}" for d in details)
+            return Phase("ready", "Available", f"deployed at the current spec{shown}")
         warning = observation.warning
         if desired == 0:
             if warning is not None:

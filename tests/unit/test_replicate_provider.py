@@ -227,6 +227,7 @@ def test_observation_gives_release_version_and_url_but_no_counts() -> None:
     assert seen.desired_replicas is None
     assert seen.release_number == 3
     assert seen.resolved_model_version == V1
+    assert seen.detail == "release 3 on gpu-l40s, instances 1-4"
     drifted = replicate.observation(deployment(max_instances=9), want, ref, "http://x")
     assert not drifted.up_to_date
     assert drifted.diff == ["max_instances"]

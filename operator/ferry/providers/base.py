@@ -96,6 +96,9 @@ class Observation:
     running_containers: int | None = None
     resolved_model_version: str | None = None
     release_number: int | None = None
+    #: What the platform says of the resource, in a few words, for people (it ends
+    #: Ready's message where no replica count exists, e.g. a Replicate release).
+    detail: str | None = None
     surge_replicas: int | None = None
     interruption: Problem | None = None
     warning: Problem | None = None

@@ -200,6 +200,18 @@ def observation(
         problem=problem,
         resolved_model_version=str(want["version"]),
         release_number=release.get("number"),
+        detail=release_detail(release),
+    )
+
+
+def release_detail(release: Mapping[str, Any]) -> str | None:
+    """`release N on <hardware>, instances min-max`: what the deployment read gives."""
+    if not release:
+        return None
+    config = release.get("configuration") or {}
+    return (
+        f"release {release.get('number')} on {config.get('hardware')},"
+        f" instances {config.get('min_instances')}-{config.get('max_instances')}"
     )
 
 
