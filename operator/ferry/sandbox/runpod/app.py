@@ -25,10 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -38,17 +35,16 @@ from ferry.sandbox.clock import SandboxClock
 from ferry.sandbox.faults import FaultTable
 from ferry.sandbox.http import (
     Call,
-    ErrorRenderer,
     Notifier,
     Problem,
     RateLimiter,
-    SandboxLabel,
     Surface,
     admin_json,
     admin_routes,
     bearer_auth,
     json_error_response,
     parse_admin,
+    platform_app,
     problem_response,
 )
 from ferry.sandbox.processes import ProcessPool
@@ -161,8 +157,8 @@ class RunPodSandbox:
             api_auth=jobplane.key_auth(config.token),
             worker_auth=jobplane.key_auth(self.worker_key),
         )
-        self.api_app: ASGIApp = _app(api_routes + admin, problem_response)
-        self.jobs_app: ASGIApp = _app(jobs_routes, json_error_response)
+        self.api_app: ASGIApp = platform_app(api_routes + admin, problem_response, log)
+        self.jobs_app: ASGIApp = platform_app(jobs_routes, json_error_response, log)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -296,26 +292,3 @@ class RunPodSandbox:
             ("GET", "/_sandbox/state", state),
         ]
         return [admin.route(m, t, h, auth=auth, spec=False, counted=False) for m, t, h in table]
-
-
-def _app(routes: list[Route], render: ErrorRenderer) -> ASGIApp:
-    async def not_found(_request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 404
-        detail = (
-            "no such route on the Ferry sandbox" if status == 404 else "method not allowed here"
-        )
-        return render(status, detail, None, {})
-
-    async def crashed(request: Request, exc: Exception) -> Response:
-        log.error("sandbox bug while serving %s %s: %r", request.method, request.url.path, exc)
-        return JSONResponse(
-            {"title": "Internal Server Error", "status": 500, "detail": f"sandbox bug: {exc!r}"},
-            status_code=500,
-            media_type="application/problem+json",
-        )
-
-    app = Starlette(
-        routes=routes,
-        exception_handlers={404: not_found, 405: not_found, Exception: crashed},
-    )
-    return SandboxLabel(app)

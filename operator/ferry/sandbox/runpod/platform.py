@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ferry.sandbox.clock import SandboxClock, rfc3339
+from ferry.sandbox.clock import SandboxClock, rfc3339, step_through
 from ferry.sandbox.http import Problem
 from ferry.sandbox.runpod import billing, catalog, endpoints
 from ferry.sandbox.runpod.endpoints import Endpoint
@@ -469,16 +469,7 @@ class RunPodPlatform:
         inside the step happen at their own time, so one big step ends where the same time
         passing at speed 1 would have.
         """
-        target = self.clock.now() + seconds
-        for _ in range(100_000):
-            now = self.clock.now()
-            when = self.next_event(now)
-            if when is None or when > target:
-                break
-            self.clock.advance(when - now)
-            self.tick()
-        self.clock.advance(max(0.0, target - self.clock.now()))
-        self.tick()
+        step_through(self.clock, seconds, self.next_event, self.tick)
 
     def next_event(self, now: float) -> float | None:
         """The earliest moment after `now` at which `tick()` would change something."""
