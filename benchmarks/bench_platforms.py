@@ -52,8 +52,9 @@ NS = "bench-platforms"
 #: reads per ProviderConfig are added separately).
 # Replicate: the deployment; shared, the hardware list (read only when a create or an
 # update sends hardware, so none in steady state).
-D4_PER_ENDPOINT = {"runpod": 2, "replicate": 1}
-D4_SHARED = {"runpod": 1, "replicate": 1}
+# Modal: the function, its autoscaler settings and its stats; nothing shared.
+D4_PER_ENDPOINT = {"runpod": 2, "replicate": 1, "modal": 3}
+D4_SHARED = {"runpod": 1, "replicate": 1, "modal": 0}
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 
 
@@ -65,6 +66,11 @@ SPECS: dict[str, dict[str, Any]] = {
         "gpu": {"type": "L4"},
     },
     "replicate": {"model": {"providerRef": "ferry-dev/tiny-llm"}, "gpu": {"type": "L40S"}},
+    "modal": {
+        "model": {"uri": "hf://ferry-dev/tiny-llm"},
+        "server": {"image": "ghcr.io/ferry-dev/inference-server:0.1.0"},
+        "gpu": {"type": "L4"},
+    },
 }
 
 
@@ -145,7 +151,39 @@ class ReplicateFake(Fake):
         return found
 
 
-FAKES: dict[str, type[Fake]] = {"replicate": ReplicateFake}
+class ModalFake(Fake):
+    """The Modal fake: gRPC has no verbs, so its read-only RPCs count as reads (GET) and the
+    rest as writes (POST); its admin routes are on its web port; apps are named after their
+    endpoints."""
+
+    READS = frozenset(
+        {"FunctionGet", "FunctionGetSchedulingParams", "FunctionGetCurrentStats", "AppGetLayout"}
+        | {"AppGetByDeploymentName"}
+    )
+
+    def __init__(self, urls: dict[str, Any]) -> None:
+        super().__init__({**urls, "api": urls["admin"].removesuffix("/_sandbox")})
+
+    async def calls(self) -> dict[tuple[str, str], int]:
+        found: dict[tuple[str, str], int] = {}
+        for (_, route), count in (await super().calls()).items():
+            rpc = route.rsplit("/", 1)[-1]
+            found[("GET" if rpc in self.READS else "POST", rpc)] = count
+        return found
+
+    async def max_workers(self) -> dict[str, int]:
+        """endpoint name -> max_containers in force (the admin view, not a platform call)."""
+        state = (await self.http.get(f"{self.api}/_sandbox/state")).json()
+        return {
+            str(app["name"]).removeprefix(f"ferry-{NS}-"): int(
+                app["functions"]["serve"]["settings"]["maxContainers"]
+            )
+            for app in state["apps"]
+            if app["state"] == "deployed"
+        }
+
+
+FAKES: dict[str, type[Fake]] = {"replicate": ReplicateFake, "modal": ModalFake}
 
 
 async def wait_ready(client: AsyncClient, n: int, limit: float) -> float:
@@ -314,8 +352,8 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=300, help="endpoints (default 300)")
     parser.add_argument(
         "--platforms",
-        default="runpod,replicate",
-        help="comma-separated platforms the endpoints are spread over (default runpod,replicate)",
+        default="runpod,replicate,modal",
+        help="comma-separated platforms the endpoints are spread over (default all three)",
     )
     parser.add_argument("--poll", type=float, default=30.0, help="operator poll interval (s)")
     parser.add_argument("--intervals", type=int, default=3, help="poll intervals to count")
