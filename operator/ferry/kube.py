@@ -136,6 +136,10 @@ def _reachable(fn: F) -> F:
         except httpx2.HTTPError as err:
             if isinstance(err, ApiError):
                 raise
+            if isinstance(err, httpx2.HTTPStatusError) and err.response.status_code == 404:
+                # A kind the API server does not serve (KEDA not installed) answers
+                # 404 without a Status body.
+                raise NotFound(f"the Kubernetes API does not serve {err.request.url.path}") from err
             raise Unavailable(f"cannot reach the Kubernetes API: {err}") from err
 
     return cast(F, wrapper)

@@ -1,0 +1,187 @@
+"""A load generator that routes like a Service: only to pods ready in the EndpointSlice.
+
+It watches the EndpointSlices of one Service (the real ones the EndpointSlice
+controller writes from pod readiness) and, as kube-proxy does, sends each new
+request to one of the endpoints whose `conditions.ready` is true; the pod's
+address is translated to its process on 127.0.0.1 (`ProcessKubelet`). A fixed
+number of workers each keep one request in flight, so `concurrency` requests are in
+flight all the time. Every outcome is counted: served (200), failed (any other
+status, e.g. a draining server's 503), connection errors (refused, reset, closed
+mid-answer) and no endpoint (a Service with nothing ready refuses the connection,
+counted with the connection errors). `ready_low` is the fewest ready endpoints seen
+while the load ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from lightkube import AsyncClient
+from lightkube.resources.discovery_v1 import EndpointSlice
+from lightkube.types import OnErrorAction, OnErrorResult
+
+from tests.harness.processes import ProcessKubelet
+
+
+def _retry(_: Exception, count: int) -> OnErrorResult:
+    return OnErrorResult(OnErrorAction.RETRY, sleep=min(2.0, 0.2 * count))
+
+
+@dataclass
+class Tally:
+    """What happened to the requests sent."""
+
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    connection_errors: int = 0
+    no_endpoint: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    #: (time, pod, what) of every request that did not get a 200.
+    failures: list[tuple[float, str, str]] = field(default_factory=list)
+    ready_low: int | None = None
+    ready_samples: list[tuple[float, int]] = field(default_factory=list)
+    by_pod: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "ok": self.ok,
+            "failed": self.failed,
+            "connection_errors": self.connection_errors,
+            "no_endpoint": self.no_endpoint,
+            "statuses": dict(self.statuses),
+            "errors": dict(self.errors),
+            "ready_low": self.ready_low,
+            "by_pod": dict(self.by_pod),
+        }
+
+
+class Traffic:
+    """Requests to one Service's ready endpoints, `concurrency` at a time."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        kubelet: ProcessKubelet,
+        namespace: str,
+        service: str,
+        *,
+        model: str,
+        max_tokens: int = 2,
+    ) -> None:
+        self.client = client
+        self.kubelet = kubelet
+        self.namespace = namespace
+        self.service = service
+        self.model = model
+        self.max_tokens = max_tokens
+        self.tally = Tally()
+        self._slices: dict[str, list[str]] = {}
+        self._rr = itertools.count()
+        self._watch: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._http: httpx.AsyncClient | None = None
+        self._stop = asyncio.Event()
+        self.inflight = 0
+
+    def ready_pods(self) -> list[str]:
+        return sorted({p for pods in self._slices.values() for p in pods})
+
+    async def watch(self) -> None:
+        """Follow the Service's EndpointSlices (starts routing knowledge, sends nothing)."""
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        labels: dict[str, Any] = {"kubernetes.io/service-name": self.service}
+        async for kind, obj in self.client.watch(
+            EndpointSlice, namespace=self.namespace, labels=labels, on_error=_retry
+        ):
+            doc = obj.to_dict()
+            name = doc["metadata"]["name"]
+            if kind == "DELETED":
+                self._slices.pop(name, None)
+            else:
+                self._slices[name] = [
+                    str(e["targetRef"]["name"])
+                    for e in doc.get("endpoints") or []
+                    if (e.get("conditions") or {}).get("ready") and e.get("targetRef")
+                ]
+            self._note_ready()
+
+    def _note_ready(self) -> None:
+        count = len(self.ready_pods())
+        self.tally.ready_samples.append((time.monotonic(), count))
+        if self._workers and (self.tally.ready_low is None or count < self.tally.ready_low):
+            self.tally.ready_low = count
+
+    async def start(self, concurrency: int) -> None:
+        """Keep `concurrency` requests in flight until `stop`."""
+        await self.watch()
+        self._stop.clear()
+        limits = httpx.Limits(
+            max_connections=concurrency + 16, max_keepalive_connections=concurrency
+        )
+        self._http = httpx.AsyncClient(timeout=120.0, limits=limits, trust_env=False)
+        self._workers = [asyncio.create_task(self._worker()) for _ in range(concurrency)]
+        self._note_ready()
+
+    async def stop(self) -> Tally:
+        self._stop.set()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        return self.tally
+
+    async def close(self) -> None:
+        await self.stop()
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+
+    async def _worker(self) -> None:
+        assert self._http is not None
+        body = {"model": self.model, "prompt": "Hello", "max_tokens": self.max_tokens}
+        while not self._stop.is_set():
+            pods = self.ready_pods()
+            target = None
+            if pods:
+                pod = pods[next(self._rr) % len(pods)]
+                run = self.kubelet.process_of(self.namespace, pod)
+                target = (pod, run.port) if run is not None else None
+            self.tally.sent += 1
+            if target is None:
+                self.tally.no_endpoint += 1
+                self.tally.connection_errors += 1
+                await asyncio.sleep(0.05)
+                continue
+            pod, port = target
+            self.inflight += 1
+            try:
+                resp = await self._http.post(f"http://127.0.0.1:{port}/v1/completions", json=body)
+            except httpx.HTTPError as err:
+                self.tally.connection_errors += 1
+                name = type(err).__name__
+                self.tally.errors[name] = self.tally.errors.get(name, 0) + 1
+                self.tally.failures.append((time.monotonic(), pod, f"{name}: {err}"))
+                continue
+            finally:
+                self.inflight -= 1
+            self.tally.statuses[resp.status_code] = self.tally.statuses.get(resp.status_code, 0) + 1
+            if resp.status_code == 200:
+                self.tally.ok += 1
+                self.tally.by_pod[pod] = self.tally.by_pod.get(pod, 0) + 1
+            else:
+                self.tally.failed += 1
+                self.tally.failures.append((time.monotonic(), pod, f"HTTP {resp.status_code}"))
