@@ -130,6 +130,24 @@ class Fake:
         return {e["env"].get("FERRY_ENDPOINT_UID", ""): int(e["workers"]["max"]) for e in listed}
 
 
+def cpu_seconds(operator: int, sandbox: int) -> dict[str, float]:
+    """CPU seconds used so far by the operator, the sandbox and the control plane."""
+    found: dict[str, float] = {"operator": 0.0, "sandbox": 0.0, "kube-apiserver+etcd": 0.0}
+    for proc in psutil.process_iter(["pid", "name"]):
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        used = times.user + times.system
+        if proc.pid == operator:
+            found["operator"] += used
+        elif proc.pid == sandbox:
+            found["sandbox"] += used
+        elif proc.info["name"] in ("kube-apiserver", "etcd"):
+            found["kube-apiserver+etcd"] += used
+    return found
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -304,7 +322,11 @@ async def bench(
         async for obj in client.list(IEP, namespace=NS):
             uids[obj.metadata.name] = obj.metadata.uid  # type: ignore[union-attr,index]
         print(f"changes: {len(uids)} patches at {args.rate:.0f}/s", flush=True)
+        cpu_before = cpu_seconds(operator.pid, args.sandbox_pid)
+        began = time.monotonic()
         ferry_lat, watch_lat = await changes(client, fakes, uids, args.rate, args.probe)
+        wall = time.monotonic() - began
+        cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(operator.pid, args.sandbox_pid).items()}
     finally:
         sampler.running = False
         operator.terminate()
@@ -342,6 +364,8 @@ async def bench(
     print(f"  ratio           p50 {p50 / w50:8.1f}x     p99 {p99 / w99:8.1f}x")
     print(f"  (the fake is polled every {args.probe * 1000:.0f} ms: latencies carry that much)")
     print(f"  mean ferry latency {statistics.mean(ferry_lat) * 1000:.0f} ms")
+    shares = ", ".join(f"{k} {v / wall:.0%}" for k, v in cpu.items())
+    print(f"  CPU during the changes ({wall:.1f}s wall, 2 cores = 200%): {shares}")
     print(f"\noperator RSS: idle {idle_rss / mib:.1f} MiB, steady {steady_rss / mib:.1f} MiB,")
     print(f"  peak {sampler.peak / mib:.1f} MiB")
     print(f"operator log: {log}")
@@ -364,6 +388,8 @@ def main() -> int:
     state = Path(tempfile.mkdtemp(prefix="bench-platforms-"))
     sandbox = sandboxing.SandboxProcess(state, ["--inference", "off"])
     urls = sandbox.start()
+    assert sandbox.proc is not None
+    args.sandbox_pid = sandbox.proc.pid
     try:
         with devcluster.DevCluster() as cluster:
             cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
