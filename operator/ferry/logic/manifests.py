@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ferry.api.v1alpha1 import platforms, types
-from ferry.logic import defaults, drains, gpus, naming, spot
+from ferry.logic import defaults, drains, gpus, naming, serverenv, spot
 
 # Every cloud spells "this node is spot" differently; Ferry honours them all.
 SPOT_LABELS = spot.SPOT_LABELS
@@ -122,9 +122,8 @@ def _tolerations(spec: types.InferenceEndpointSpec) -> list[dict[str, Any]]:
 
 def _env(spec: types.InferenceEndpointSpec) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = []
-    model = spec.model
-    if model.uri:
-        uri = model.uri if not model.revision else f"{model.uri}@{model.revision}"
+    uri = serverenv.model_reference(spec)
+    if uri:
         env.append({"name": platforms.ENV_MODEL, "value": uri})
     env.append({"name": platforms.ENV_PORT, "value": str(defaults.server_port(spec))})
     env.append(

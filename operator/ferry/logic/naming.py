@@ -88,6 +88,11 @@ def fit(name: str, *, max_length: int = MAX_NAME, prefix: str = "") -> str:
     return f"{head}-{digest}"
 
 
+def platform_name(namespace: str, name: str) -> str:
+    """A remote resource's name for an endpoint: `ferry-<namespace>-<name>`, fitted."""
+    return fit(f"{namespace}-{name}", prefix="ferry-")
+
+
 def annotation_list(annotations: dict[str, str], key: str) -> list[str]:
     """A comma-separated annotation as a list of trimmed, non-empty items."""
     return [item.strip() for item in annotations.get(key, "").split(",") if item.strip()]

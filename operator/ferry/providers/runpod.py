@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from ferry.api.v1alpha1 import platforms
-from ferry.logic import defaults, gpus, naming
+from ferry.logic import defaults, gpus, naming, serverenv
 from ferry.providers.base import (
     Backend,
     ClientConfig,
@@ -47,27 +47,12 @@ WARM = frozenset({"RUNNING", "IDLE"})
 
 def endpoint_name(target: Target) -> str:
     """A recognisable RunPod name (not a handle: RunPod names are not unique)."""
-    return naming.fit(f"{target.namespace}-{target.name}", prefix="ferry-")
-
-
-def model_reference(target: Target) -> str | None:
-    """What the model server's FERRY_MODEL says: the URI, `@revision` when pinned."""
-    model = target.endpoint.spec.model
-    if not model.uri:
-        return None
-    return f"{model.uri}@{model.revision}" if model.revision else model.uri
+    return naming.platform_name(target.namespace, target.name)
 
 
 def env_for(target: Target) -> dict[str, str]:
-    """The worker env: the user's (Secret values resolved), then Ferry's own names."""
-    env = dict(target.env)
-    model = model_reference(target)
-    if model:
-        env[platforms.ENV_MODEL] = model
-    env[platforms.ENV_PLATFORM] = NAME
-    # The tag that makes this endpoint findable again after a lost create.
-    env[platforms.ENV_ENDPOINT_UID] = target.uid
-    return env
+    """The worker env, tagged with the endpoint's UID: how a lost create is found again."""
+    return serverenv.platform_env(target.endpoint.spec, NAME, target.uid, target.env)
 
 
 def gpu_selection(catalogue: Catalogue, wanted: list[str], count: int) -> dict[str, Any]:

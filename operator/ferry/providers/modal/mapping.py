@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ferry.api.v1alpha1 import platforms, types
-from ferry.logic import conditions, defaults, gpus, naming
+from ferry.logic import conditions, defaults, gpus, naming, serverenv
 from ferry.providers.base import (
     ClientConfig,
     Observation,
@@ -57,28 +57,14 @@ def app_name(target: Target) -> str:
     """The app's deterministic name: `ferry-<namespace>-<name>`, ≤ 63 lowercase letters, digits
     and dashes (a hash suffix when shortened), which Modal's app names (≤ 64, `_` and `.` too)
     accept as is."""
-    return naming.fit(f"{target.namespace}-{target.name}", prefix="ferry-")
-
-
-def model_reference(target: Target) -> str | None:
-    """What the model server's FERRY_MODEL says: the URI, `@revision` when pinned."""
-    model = target.endpoint.spec.model
-    if not model.uri:
-        return None
-    return f"{model.uri}@{model.revision}" if model.revision else model.uri
+    return naming.platform_name(target.namespace, target.name)
 
 
 def env_for(target: Target) -> dict[str, str]:
     """The server's environment: the user's (Secret values resolved), then Ferry's own names.
 
     All of it goes to Modal as one secret attached to the function, never into the image."""
-    env = dict(target.env)
-    model = model_reference(target)
-    if model:
-        env[platforms.ENV_MODEL] = model
-    env[platforms.ENV_PLATFORM] = NAME
-    env[platforms.ENV_ENDPOINT_UID] = target.uid
-    return env
+    return serverenv.platform_env(target.endpoint.spec, NAME, target.uid, target.env)
 
 
 def digest(env: Mapping[str, str]) -> str:

@@ -76,7 +76,7 @@ def model_ref(target: Target) -> ModelRef:
 
 def deployment_name(target: Target) -> str:
     """The deployment's name under the token's account: deterministic per endpoint."""
-    return naming.fit(f"{target.namespace}-{target.name}", prefix="ferry-")
+    return naming.platform_name(target.namespace, target.name)
 
 
 def split_name(external_name: str, owner: str) -> tuple[str, str]:
