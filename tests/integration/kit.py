@@ -162,6 +162,28 @@ def condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any] | None:
     return None
 
 
+def ready_now(ns: Namespace, name: str) -> dict[str, Any] | None:
+    """The endpoint when it is Ready at its current generation, else None."""
+    obj = ns.get("inferenceendpoint", name)
+    cond = condition(obj, "Ready")
+    if not obj or not cond or cond["status"] != "True":
+        return None
+    current = obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
+    return obj if current else None
+
+
+def reason(ns: Namespace, name: str, ctype: str, want: str) -> dict[str, Any] | None:
+    """Condition `ctype` of the endpoint when it is True with reason `want`, else None."""
+    cond = condition(ns.get("inferenceendpoint", name), ctype)
+    return cond if cond and cond["status"] == "True" and cond["reason"] == want else None
+
+
+def use_sandbox(ns: Namespace, urls: dict[str, Any], platform: str, config: str) -> None:
+    """A Secret and ProviderConfig `config` in `ns` aiming `platform` at the sandbox."""
+    objects = sandboxing.provider_objects(urls, platform, config, ns.name)
+    ns.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+
+
 def endpoint(name: str, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "provider": "local",

@@ -34,22 +34,11 @@ def modal_fake(sandbox: kit.Sandbox) -> kit.Fake:
 @pytest.fixture
 def md(ns: kit.Namespace, sandbox: kit.Sandbox, modal_fake: kit.Fake) -> Iterator[kit.Namespace]:
     """A namespace whose ProviderConfig `modal` points at the sandbox's Modal fake."""
-    apply_config(ns, sandbox)
+    kit.use_sandbox(ns, sandbox.urls, "modal", CONFIG)
     yield ns
     # Leave nothing deployed on the fake for the next test's call counts.
     ns.kubectl("delete", "inferenceendpoints", "--all", "--timeout=90s", check=False)
     modal_fake.clear_faults()
-
-
-def apply_config(ns: kit.Namespace, sandbox: kit.Sandbox) -> None:
-    ns.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=yaml.safe_dump_all(
-            sandboxing.provider_objects(sandbox.urls, "modal", CONFIG, ns.name)
-        ),
-    )
 
 
 def endpoint(name: str, **spec: Any) -> dict[str, Any]:
@@ -63,20 +52,6 @@ def endpoint(name: str, **spec: Any) -> dict[str, Any]:
     }
     body.update(spec)
     return kit.endpoint(name, **body)
-
-
-def ready(ns: kit.Namespace, name: str) -> dict[str, Any] | None:
-    obj = ns.get("inferenceendpoint", name)
-    cond = kit.condition(obj, "Ready")
-    gen_ok = (
-        obj and obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
-    )
-    return obj if cond and cond["status"] == "True" and gen_ok else None
-
-
-def reason(ns: kit.Namespace, name: str, ctype: str, want: str) -> dict[str, Any] | None:
-    cond = kit.condition(ns.get("inferenceendpoint", name), ctype)
-    return cond if cond and cond["status"] == "True" and cond["reason"] == want else None
 
 
 def app_name(ns: kit.Namespace, name: str) -> str:
@@ -108,7 +83,7 @@ def test_create_reports_ready_with_both_urls(md: kit.Namespace, modal_fake: kit.
     md.apply(
         endpoint("llm", scaling={"minReplicas": 1, "maxReplicas": 3, "targetInflightRequests": 4})
     )
-    obj = kit.wait_for(lambda: ready(md, "llm"), "Modal endpoint Ready", timeout=90)
+    obj = kit.wait_for(lambda: kit.ready_now(md, "llm"), "Modal endpoint Ready", timeout=90)
     status = obj["status"]
     fn = serve(modal_fake, app_name(md, "llm"))
     assert status["externalName"] == app_name(md, "llm")
@@ -117,7 +92,7 @@ def test_create_reports_ready_with_both_urls(md: kit.Namespace, modal_fake: kit.
     assert status["address"] == status["openaiBaseUrl"]
     assert "readyReplicas" not in status, "Modal gives no ready count (D17)"
     kit.wait_for(
-        lambda: (ready(md, "llm") or {}).get("status", {}).get("runningContainers") == 1,
+        lambda: (kit.ready_now(md, "llm") or {}).get("status", {}).get("runningContainers") == 1,
         "runningContainers from Modal's stats",
         timeout=30,
     )
@@ -137,13 +112,13 @@ def test_bounds_change_is_one_autoscaler_update_and_no_redeploy(
     md: kit.Namespace, modal_fake: kit.Fake
 ) -> None:
     md.apply(endpoint("scaled"))
-    kit.wait_for(lambda: ready(md, "scaled"), "endpoint Ready", timeout=90)
+    kit.wait_for(lambda: kit.ready_now(md, "scaled"), "endpoint Ready", timeout=90)
     name = app_name(md, "scaled")
     publishes = calls(modal_fake, "AppPublish")
     updates = calls(modal_fake, "FunctionUpdateSchedulingParams")
 
     md.apply(endpoint("scaled", scaling={"minReplicas": 0, "maxReplicas": 4}))
-    kit.wait_for(lambda: ready(md, "scaled"), "Ready at the new generation")
+    kit.wait_for(lambda: kit.ready_now(md, "scaled"), "Ready at the new generation")
     kit.wait_for(
         lambda: serve(modal_fake, name)["settings"]["maxContainers"] == 4, "max_containers 4"
     )
@@ -158,7 +133,7 @@ def test_image_change_redeploys_and_reapplies_the_autoscaler(
 ) -> None:
     bounds = {"minReplicas": 1, "maxReplicas": 4}
     md.apply(endpoint("rolled"))
-    kit.wait_for(lambda: ready(md, "rolled"), "endpoint Ready", timeout=90)
+    kit.wait_for(lambda: kit.ready_now(md, "rolled"), "endpoint Ready", timeout=90)
     name = app_name(md, "rolled")
     md.apply(endpoint("rolled", scaling=bounds))
     kit.wait_for(lambda: serve(modal_fake, name)["settings"]["maxContainers"] == 4, "bounds live")
@@ -174,7 +149,7 @@ def test_image_change_redeploys_and_reapplies_the_autoscaler(
     kit.wait_for(
         lambda: serve(modal_fake, name)["imageId"] != before["imageId"], "redeployed", timeout=60
     )
-    kit.wait_for(lambda: ready(md, "rolled"), "Ready at the new image", timeout=60)
+    kit.wait_for(lambda: kit.ready_now(md, "rolled"), "Ready at the new image", timeout=60)
     after = serve(modal_fake, name)
     assert calls(modal_fake, "AppPublish") == publishes + 1
     assert after["id"] == before["id"], "the same function, redeployed"
@@ -191,7 +166,7 @@ def test_image_change_redeploys_and_reapplies_the_autoscaler(
 
 def test_drift_on_the_platform_is_put_back(md: kit.Namespace, modal_fake: kit.Fake) -> None:
     md.apply(endpoint("drifty"))
-    kit.wait_for(lambda: ready(md, "drifty"), "endpoint Ready", timeout=90)
+    kit.wait_for(lambda: kit.ready_now(md, "drifty"), "endpoint Ready", timeout=90)
     name = app_name(md, "drifty")
     modal_fake.call(
         "PATCH",
@@ -211,14 +186,16 @@ def test_drift_on_the_platform_is_put_back(md: kit.Namespace, modal_fake: kit.Fa
         "the stopped app deployed again",
         timeout=60,
     )
-    kit.wait_for(lambda: ready(md, "drifty"), "Ready again", timeout=60)
+    kit.wait_for(lambda: kit.ready_now(md, "drifty"), "Ready again", timeout=60)
     assert [e["reason"] for e in md.events("drifty")].count("Recreated") == 1
 
 
 def test_delete_stops_the_app_and_orphan_leaves_it(md: kit.Namespace, modal_fake: kit.Fake) -> None:
     md.apply(endpoint("gone"))
     md.apply(endpoint("kept", deletionPolicy="Orphan"))
-    kit.wait_for(lambda: ready(md, "gone") and ready(md, "kept"), "both Ready", timeout=90)
+    kit.wait_for(
+        lambda: kit.ready_now(md, "gone") and kit.ready_now(md, "kept"), "both Ready", timeout=90
+    )
     md.kubectl("delete", "inferenceendpoint", "gone", "kept", "--timeout=60s")
     assert not [a for a in apps(modal_fake, app_name(md, "gone")) if a["state"] == "deployed"]
     kept = deployed(modal_fake, app_name(md, "kept"))
@@ -232,14 +209,18 @@ def test_missing_incomplete_and_rejected_tokens(
     wrong = "as-wrong-" + "9e8d7c6b5a"
     md.kubectl("delete", "secret", CONFIG)
     md.apply(endpoint("creds"))
-    cond = kit.wait_for(lambda: reason(md, "creds", "Stalled", "CredentialsNotFound"), "no Secret")
+    cond = kit.wait_for(
+        lambda: kit.reason(md, "creds", "Stalled", "CredentialsNotFound"), "no Secret"
+    )
     assert CONFIG in cond["message"]
 
     secret = sandboxing.provider_objects(sandbox.urls, "modal", CONFIG, md.name)[0]
     secret["stringData"] = {"tokenId": "ak-ferry-sandbox"}
     md.apply(secret)
     cond = kit.wait_for(
-        lambda: reason(md, "creds", "Stalled", "CredentialsIncomplete"), "no secret key", timeout=90
+        lambda: kit.reason(md, "creds", "Stalled", "CredentialsIncomplete"),
+        "no secret key",
+        timeout=90,
     )
     assert "tokenSecret" in cond["message"]
 
@@ -247,7 +228,9 @@ def test_missing_incomplete_and_rejected_tokens(
     md.kubectl("delete", "secret", CONFIG)
     md.apply(secret)
     cond = kit.wait_for(
-        lambda: reason(md, "creds", "Stalled", "CredentialsRejected"), "token refused", timeout=90
+        lambda: kit.reason(md, "creds", "Stalled", "CredentialsRejected"),
+        "token refused",
+        timeout=90,
     )
     assert f"Secret {CONFIG}" in cond["message"]
     assert f"ProviderConfig {CONFIG}" in cond["message"]
@@ -274,12 +257,12 @@ def test_a_storm_converges_with_bounded_calls(
     md: kit.Namespace, modal_fake: kit.Fake, fault: dict[str, Any], want: str
 ) -> None:
     md.apply(endpoint("stormy"))
-    kit.wait_for(lambda: ready(md, "stormy"), "endpoint Ready", timeout=90)
+    kit.wait_for(lambda: kit.ready_now(md, "stormy"), "endpoint Ready", timeout=90)
     before = calls(modal_fake, "FunctionGet")
     modal_fake.fault(method="POST", route=RPC + "FunctionGet", count=None, **fault)
     started = time.monotonic()
     kit.wait_for(
-        lambda: reason(md, "stormy", "Reconciling", want), f"{want} shown in status", timeout=15
+        lambda: kit.reason(md, "stormy", "Reconciling", want), f"{want} shown in status", timeout=15
     )
     time.sleep(max(0.0, 15 - (time.monotonic() - started)))
     during = calls(modal_fake, "FunctionGet") - before
@@ -288,27 +271,27 @@ def test_a_storm_converges_with_bounded_calls(
     # client (the queue waits the server's hint); UNAVAILABLE gets Modal's 3 retries per call,
     # then the queue's backoff: bounded either way, never a hot loop.
     assert during <= 60, f"{during} FunctionGet calls in 15 s during the storm"
-    kit.wait_for(lambda: ready(md, "stormy"), "Ready after the storm", timeout=90)
+    kit.wait_for(lambda: kit.ready_now(md, "stormy"), "Ready after the storm", timeout=90)
 
 
 def test_a_slow_server_never_holds_a_reconcile_past_its_deadline(
     md: kit.Namespace, modal_fake: kit.Fake
 ) -> None:
     md.apply(endpoint("slow"))
-    kit.wait_for(lambda: ready(md, "slow"), "endpoint Ready", timeout=90)
+    kit.wait_for(lambda: kit.ready_now(md, "slow"), "endpoint Ready", timeout=90)
     modal_fake.fault(
         method="POST", route=RPC + "FunctionGet", kind="delay", delaySeconds=600, count=None
     )
     started = time.monotonic()
     cond = kit.wait_for(
-        lambda: reason(md, "slow", "Reconciling", "ProviderTimeout"),
+        lambda: kit.reason(md, "slow", "Reconciling", "ProviderTimeout"),
         "the call timed out",
         timeout=20,
     )
     assert time.monotonic() - started < 20
     assert "within 3s" in cond["message"], "cut at the call timeout, not the reconcile deadline"
     modal_fake.clear_faults()
-    kit.wait_for(lambda: ready(md, "slow"), "Ready once the server answers", timeout=60)
+    kit.wait_for(lambda: kit.ready_now(md, "slow"), "Ready once the server answers", timeout=60)
 
 
 def test_operator_killed_mid_deploy_leaves_one_app(
@@ -316,7 +299,7 @@ def test_operator_killed_mid_deploy_leaves_one_app(
 ) -> None:
     ns, op = own_operator
     fake = sandbox.fakes["modal"]
-    apply_config(ns, sandbox)
+    kit.use_sandbox(ns, sandbox.urls, "modal", CONFIG)
     creates = calls(fake, "FunctionCreate")
     fake.fault(method="POST", route=RPC + "FunctionCreate", kind="delay", delaySeconds=120)
     op.start()
@@ -324,7 +307,7 @@ def test_operator_killed_mid_deploy_leaves_one_app(
     kit.wait_for(lambda: calls(fake, "FunctionCreate") > creates, "the deploy reached Modal")
     op.kill()  # mid-deploy: the function was being created, nothing published
     op.start()
-    kit.wait_for(lambda: ready(ns, "mid"), "Ready after the restart", timeout=120)
+    kit.wait_for(lambda: kit.ready_now(ns, "mid"), "Ready after the restart", timeout=120)
     name = app_name(ns, "mid")
     deployed(fake, name)
     # The abandoned deploy's app never published; once its client's heartbeats stop for long
@@ -359,7 +342,7 @@ def test_secrets_travel_as_modal_secrets_and_a_prompt_returns_tokens(
             scaling={"minReplicas": 0, "maxReplicas": 1},
         )
     )
-    obj = kit.wait_for(lambda: ready(md, "chat"), "endpoint Ready", timeout=90)
+    obj = kit.wait_for(lambda: kit.ready_now(md, "chat"), "endpoint Ready", timeout=90)
     images = modal_fake.call("GET", "/_sandbox/images").text
     state = modal_fake.call("GET", "/_sandbox/state").text
     for text in (images, state, yaml.safe_dump(obj)):

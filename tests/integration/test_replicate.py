@@ -17,14 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from replicate.client import Client
 from replicate.prediction import Prediction
 
 from ferry import sandboxing
 from ferry.sandbox.replicate import catalog
 from tests.integration import kit
-from tests.integration.test_runpod import ready, reason
 from tests.unit.test_replicate_fake_platform import deployment_body
 
 CONFIG = "replicate"
@@ -50,16 +48,10 @@ def step_until_gone(ns: kit.Namespace, sandbox: kit.Sandbox, *names: str) -> Non
     kit.wait_for(gone, f"deletion of {', '.join(names) or 'every endpoint'}", timeout=120, every=1)
 
 
-def provider_objects(sandbox: kit.Sandbox, namespace: str) -> str:
-    return yaml.safe_dump_all(
-        sandboxing.provider_objects(sandbox.urls, "replicate", CONFIG, namespace)
-    )
-
-
 @pytest.fixture
 def rep(ns: kit.Namespace, sandbox: kit.Sandbox) -> Iterator[kit.Namespace]:
     """A namespace whose ProviderConfig `replicate` points at the sandbox."""
-    ns.kubectl("apply", "-f", "-", input=provider_objects(sandbox, ns.name))
+    kit.use_sandbox(ns, sandbox.urls, "replicate", CONFIG)
     yield ns
     fake(sandbox).clear_faults()
     ns.kubectl("delete", "inferenceendpoints", "--all", "--wait=false", check=False)
@@ -100,7 +92,7 @@ def test_create_reports_ready_with_the_predictions_url_and_the_resolved_version(
     rep: kit.Namespace, sandbox: kit.Sandbox
 ) -> None:
     rep.apply(endpoint("llm"))
-    obj = kit.wait_for(lambda: ready(rep, "llm"), "Replicate deployment Ready", timeout=60)
+    obj = kit.wait_for(lambda: kit.ready_now(rep, "llm"), "Replicate deployment Ready", timeout=60)
     status = obj["status"]
     name = f"{OWNER}/{deployment_of(rep, 'llm')}"
     api = fake(sandbox).api
@@ -130,7 +122,7 @@ def test_bounds_change_is_one_patch_and_version_change_updates_in_place(
     rep: kit.Namespace, sandbox: kit.Sandbox
 ) -> None:
     rep.apply(endpoint("scaled", model={"providerRef": f"{MODEL}:{V1}"}))
-    kit.wait_for(lambda: ready(rep, "scaled"), "endpoint Ready", timeout=60)
+    kit.wait_for(lambda: kit.ready_now(rep, "scaled"), "endpoint Ready", timeout=60)
     patches = fake(sandbox).calls("PATCH", DEPLOYMENT)
     creates = fake(sandbox).calls("POST", "/v1/deployments")
 
@@ -145,7 +137,7 @@ def test_bounds_change_is_one_patch_and_version_change_updates_in_place(
         lambda: release(sandbox, rep, "scaled")["configuration"]["max_instances"] == 4,
         "max_instances 4",
     )
-    kit.wait_for(lambda: ready(rep, "scaled"), "Ready at the new generation")
+    kit.wait_for(lambda: kit.ready_now(rep, "scaled"), "Ready at the new generation")
     time.sleep(4)  # one more poll interval: nothing else may be sent
     assert fake(sandbox).calls("PATCH", DEPLOYMENT) - patches == 1
 
@@ -158,7 +150,7 @@ def test_bounds_change_is_one_patch_and_version_change_updates_in_place(
     )
 
     def at_release_3() -> dict[str, Any] | None:
-        obj = ready(rep, "scaled")
+        obj = kit.ready_now(rep, "scaled")
         return obj if obj and obj["status"].get("releaseNumber") == 3 else None
 
     obj = kit.wait_for(at_release_3, "release 3 Ready")
@@ -170,7 +162,7 @@ def test_bounds_change_is_one_patch_and_version_change_updates_in_place(
 
 def test_drift_on_the_platform_is_put_back(rep: kit.Namespace, sandbox: kit.Sandbox) -> None:
     rep.apply(endpoint("drifty"))
-    kit.wait_for(lambda: ready(rep, "drifty"), "endpoint Ready", timeout=60)
+    kit.wait_for(lambda: kit.ready_now(rep, "drifty"), "endpoint Ready", timeout=60)
     fake(sandbox).call(
         "PATCH",
         f"/_sandbox/deployments/{OWNER}/{deployment_of(rep, 'drifty')}",
@@ -185,7 +177,7 @@ def test_drift_on_the_platform_is_put_back(rep: kit.Namespace, sandbox: kit.Sand
         timeout=30,
     )
     assert "Updated" in [e["reason"] for e in rep.events("drifty")]
-    obj = kit.wait_for(lambda: ready(rep, "drifty"), "Ready again")
+    obj = kit.wait_for(lambda: kit.ready_now(rep, "drifty"), "Ready again")
     assert obj["status"]["releaseNumber"] == 3
 
 
@@ -194,14 +186,16 @@ def test_delete_waits_for_replicates_offline_rule_and_orphan_leaves(
 ) -> None:
     rep.apply(endpoint("gone", scaling={"minReplicas": 1, "maxReplicas": 2}))
     rep.apply(endpoint("kept", deletionPolicy="Orphan"))
-    kit.wait_for(lambda: ready(rep, "gone") and ready(rep, "kept"), "both Ready", timeout=60)
+    kit.wait_for(
+        lambda: kit.ready_now(rep, "gone") and kit.ready_now(rep, "kept"), "both Ready", timeout=60
+    )
     kept = deployment_of(rep, "kept")
     rep.kubectl("delete", "inferenceendpoint", "kept", "--timeout=60s")
     assert fake(sandbox).call("GET", f"/v1/deployments/{OWNER}/{kept}").status_code == 200
 
     rep.kubectl("delete", "inferenceendpoint", "gone", "--wait=false")
     cond = kit.wait_for(
-        lambda: reason(rep, "gone", "Reconciling", "WaitingForOffline"), "the offline wait"
+        lambda: kit.reason(rep, "gone", "Reconciling", "WaitingForOffline"), "the offline wait"
     )
     assert cond["message"].startswith(
         "waiting for Replicate to take the deployment offline, next try in"
@@ -229,13 +223,15 @@ def test_a_provider_ref_that_does_not_exist_is_stalled_naming_it(
 ) -> None:
     creates = fake(sandbox).calls("POST", "/v1/deployments")
     rep.apply(endpoint("ghost", model={"providerRef": "nobody/no-such-model"}))
-    cond = kit.wait_for(lambda: reason(rep, "ghost", "Stalled", "ModelNotFound"), "ModelNotFound")
+    cond = kit.wait_for(
+        lambda: kit.reason(rep, "ghost", "Stalled", "ModelNotFound"), "ModelNotFound"
+    )
     assert "nobody/no-such-model" in cond["message"]
     pinned = f"{MODEL}:{'0' * 64}"
     rep.apply(endpoint("ghost", model={"providerRef": pinned}))
 
     def names_the_version() -> dict[str, Any] | None:
-        cond = reason(rep, "ghost", "Stalled", "ModelNotFound")
+        cond = kit.reason(rep, "ghost", "Stalled", "ModelNotFound")
         return cond if cond and pinned in cond["message"] else None
 
     kit.wait_for(names_the_version, "ModelNotFound naming the version", timeout=60)
@@ -251,7 +247,7 @@ def test_a_same_named_deployment_ferry_did_not_make_is_not_taken(
     patches = fake(sandbox).calls("PATCH", DEPLOYMENT)
     rep.apply(endpoint("taken"))
     cond = kit.wait_for(
-        lambda: reason(rep, "taken", "Stalled", "ExternalResourceOwnedElsewhere"), "not taken"
+        lambda: kit.reason(rep, "taken", "Stalled", "ExternalResourceOwnedElsewhere"), "not taken"
     )
     assert f"{OWNER}/{theirs}" in cond["message"]
     rep.kubectl("delete", "inferenceendpoint", "taken", "--timeout=60s")
@@ -267,7 +263,7 @@ def test_a_prediction_through_the_deployment_returns_tokens(
     rep: kit.Namespace, sandbox: kit.Sandbox
 ) -> None:
     rep.apply(endpoint("chat", scaling={"minReplicas": 0, "maxReplicas": 1}))
-    obj = kit.wait_for(lambda: ready(rep, "chat"), "endpoint Ready", timeout=60)
+    obj = kit.wait_for(lambda: kit.ready_now(rep, "chat"), "endpoint Ready", timeout=60)
     token = fake(sandbox).token
     # status.url is the platform's own invocation URL: a caller presents its Replicate token.
     made = httpx.post(
@@ -308,12 +304,14 @@ def test_a_storm_converges_with_bounded_calls(
     rep: kit.Namespace, sandbox: kit.Sandbox, fault: dict[str, Any], want: str
 ) -> None:
     rep.apply(endpoint("stormy"))
-    kit.wait_for(lambda: ready(rep, "stormy"), "endpoint Ready", timeout=60)
+    kit.wait_for(lambda: kit.ready_now(rep, "stormy"), "endpoint Ready", timeout=60)
     before = fake(sandbox).calls("GET", DEPLOYMENT)
     fake(sandbox).fault(method="GET", route=DEPLOYMENT, count=None, **fault)
     started = time.monotonic()
     kit.wait_for(
-        lambda: reason(rep, "stormy", "Reconciling", want), f"{want} shown in status", timeout=15
+        lambda: kit.reason(rep, "stormy", "Reconciling", want),
+        f"{want} shown in status",
+        timeout=15,
     )
     time.sleep(max(0.0, 15 - (time.monotonic() - started)))
     during = fake(sandbox).calls("GET", DEPLOYMENT) - before
@@ -321,14 +319,14 @@ def test_a_storm_converges_with_bounded_calls(
     # Healthy, this endpoint is read ~5 times in 15 s; each failed reconcile makes at most
     # three bounded attempts and the queue backs off between them: never a hot loop.
     assert during <= 45, f"{during} reads in 15 s during the storm"
-    kit.wait_for(lambda: ready(rep, "stormy"), "Ready after the storm", timeout=90)
+    kit.wait_for(lambda: kit.ready_now(rep, "stormy"), "Ready after the storm", timeout=90)
 
 
 def test_operator_killed_after_a_lost_create_makes_exactly_one_adopted_under_d15(
     own_operator: tuple[kit.Namespace, kit.Operator], sandbox: kit.Sandbox
 ) -> None:
     ns, op = own_operator
-    ns.kubectl("apply", "-f", "-", input=provider_objects(sandbox, ns.name))
+    kit.use_sandbox(ns, sandbox.urls, "replicate", CONFIG)
     creates = fake(sandbox).calls("POST", "/v1/deployments")
     fake(sandbox).fault(
         method="POST", route="/v1/deployments", kind="lose_response", holdSeconds=60
@@ -341,7 +339,7 @@ def test_operator_killed_after_a_lost_create_makes_exactly_one_adopted_under_d15
     )
     op.kill()  # before any answer came back
     op.start()
-    obj = kit.wait_for(lambda: ready(ns, "lost"), "Ready after the restart", timeout=120)
+    obj = kit.wait_for(lambda: kit.ready_now(ns, "lost"), "Ready after the restart", timeout=120)
     name = deployment_of(ns, "lost")
     assert obj["status"]["externalName"] == f"{OWNER}/{name}"
     # Its answer was lost: the deployment was found by name and adopted under D15.
@@ -363,7 +361,9 @@ def test_missing_then_rejected_credentials_never_show_the_token(
     wrong = "r8_wrong_" + "5b4a3c2d1e0f"
     rep.kubectl("delete", "secret", CONFIG)
     rep.apply(endpoint("creds"))
-    cond = kit.wait_for(lambda: reason(rep, "creds", "Stalled", "CredentialsNotFound"), "no Secret")
+    cond = kit.wait_for(
+        lambda: kit.reason(rep, "creds", "Stalled", "CredentialsNotFound"), "no Secret"
+    )
     assert f"Secret {CONFIG}" in cond["message"]
 
     # The replicate client's 401 (a ReplicateError) reads like every backend's refusal.
@@ -371,7 +371,9 @@ def test_missing_then_rejected_credentials_never_show_the_token(
     secret["stringData"] = {"token": wrong}
     rep.apply(secret)
     cond = kit.wait_for(
-        lambda: reason(rep, "creds", "Stalled", "CredentialsRejected"), "token refused", timeout=90
+        lambda: kit.reason(rep, "creds", "Stalled", "CredentialsRejected"),
+        "token refused",
+        timeout=90,
     )
     assert f"Secret {CONFIG} of ProviderConfig {CONFIG}" in cond["message"]
     shown = "\n".join(

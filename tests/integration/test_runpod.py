@@ -23,16 +23,10 @@ from tests.integration import kit
 CONFIG = "runpod"
 
 
-def use_sandbox(ns: kit.Namespace, sandbox: kit.Sandbox) -> None:
-    """The Secret and ProviderConfig `runpod` in `ns`, pointing at the sandbox."""
-    objects = sandboxing.provider_objects(sandbox.urls, "runpod", CONFIG, ns.name)
-    ns.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
-
-
 @pytest.fixture
 def rp(ns: kit.Namespace, sandbox: kit.Sandbox) -> Iterator[kit.Namespace]:
     """A namespace whose ProviderConfig `runpod` points at the sandbox."""
-    use_sandbox(ns, sandbox)
+    kit.use_sandbox(ns, sandbox.urls, "runpod", CONFIG)
     yield ns
     # Leave nothing running on the fake for the next test's call counts.
     ns.kubectl("delete", "inferenceendpoints", "--all", "--timeout=90s", check=False)
@@ -52,20 +46,6 @@ def endpoint(name: str, **spec: Any) -> dict[str, Any]:
     return kit.endpoint(name, **body)
 
 
-def ready(ns: kit.Namespace, name: str) -> dict[str, Any] | None:
-    obj = ns.get("inferenceendpoint", name)
-    cond = kit.condition(obj, "Ready")
-    gen_ok = (
-        obj and obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
-    )
-    return obj if cond and cond["status"] == "True" and gen_ok else None
-
-
-def reason(ns: kit.Namespace, name: str, ctype: str, want: str) -> dict[str, Any] | None:
-    cond = kit.condition(ns.get("inferenceendpoint", name), ctype)
-    return cond if cond and cond["status"] == "True" and cond["reason"] == want else None
-
-
 def remote(sandbox: kit.Sandbox, ns: kit.Namespace, name: str) -> dict[str, Any]:
     uid = ns.get("inferenceendpoint", name)["metadata"]["uid"]  # type: ignore[index]
     found = sandbox.tagged(uid)
@@ -75,7 +55,7 @@ def remote(sandbox: kit.Sandbox, ns: kit.Namespace, name: str) -> dict[str, Any]
 
 def test_create_reports_ready_with_both_urls(rp: kit.Namespace, sandbox: kit.Sandbox) -> None:
     rp.apply(endpoint("llm", gpu={"type": "L4", "fallback": ["RTX4090"]}))
-    obj = kit.wait_for(lambda: ready(rp, "llm"), "RunPod endpoint Ready", timeout=90)
+    obj = kit.wait_for(lambda: kit.ready_now(rp, "llm"), "RunPod endpoint Ready", timeout=90)
     made = remote(sandbox, rp, "llm")
     status = obj["status"]
     assert status["externalName"] == made["id"]
@@ -96,13 +76,13 @@ def test_bounds_change_is_one_patch_and_image_change_updates_in_place(
     rp: kit.Namespace, sandbox: kit.Sandbox
 ) -> None:
     rp.apply(endpoint("scaled"))
-    kit.wait_for(lambda: ready(rp, "scaled"), "endpoint Ready", timeout=90)
+    kit.wait_for(lambda: kit.ready_now(rp, "scaled"), "endpoint Ready", timeout=90)
     rid = remote(sandbox, rp, "scaled")["id"]
     patches = sandbox.calls("PATCH", "/v2/serverless/{id}")
     creates = sandbox.calls("POST", "/v2/serverless")
 
     rp.apply(endpoint("scaled", scaling={"minReplicas": 1, "maxReplicas": 4}))
-    kit.wait_for(lambda: ready(rp, "scaled"), "Ready at the new generation")
+    kit.wait_for(lambda: kit.ready_now(rp, "scaled"), "Ready at the new generation")
     kit.wait_for(lambda: remote(sandbox, rp, "scaled")["workers"]["max"] == 4, "workers.max 4")
     time.sleep(4)  # one more poll interval: nothing else may be sent
     assert sandbox.calls("PATCH", "/v2/serverless/{id}") - patches == 1
@@ -127,7 +107,7 @@ def test_bounds_change_is_one_patch_and_image_change_updates_in_place(
 
 def test_drift_on_the_platform_is_put_back(rp: kit.Namespace, sandbox: kit.Sandbox) -> None:
     rp.apply(endpoint("drifty"))
-    kit.wait_for(lambda: ready(rp, "drifty"), "endpoint Ready", timeout=90)
+    kit.wait_for(lambda: kit.ready_now(rp, "drifty"), "endpoint Ready", timeout=90)
     rid = remote(sandbox, rp, "drifty")["id"]
     sandbox.call(
         "PATCH", f"/_sandbox/endpoints/{rid}", json={"workers": {"min": 0, "max": 9}}
@@ -142,7 +122,9 @@ def test_drift_on_the_platform_is_put_back(rp: kit.Namespace, sandbox: kit.Sandb
 def test_delete_removes_and_orphan_leaves(rp: kit.Namespace, sandbox: kit.Sandbox) -> None:
     rp.apply(endpoint("gone"))
     rp.apply(endpoint("kept", deletionPolicy="Orphan"))
-    kit.wait_for(lambda: ready(rp, "gone") and ready(rp, "kept"), "both Ready", timeout=90)
+    kit.wait_for(
+        lambda: kit.ready_now(rp, "gone") and kit.ready_now(rp, "kept"), "both Ready", timeout=90
+    )
     gone_uid = rp.get("inferenceendpoint", "gone")["metadata"]["uid"]  # type: ignore[index]
     kept = remote(sandbox, rp, "kept")
     rp.kubectl("delete", "inferenceendpoint", "gone", "kept", "--timeout=60s")
@@ -158,7 +140,7 @@ def test_throttled_workers_wait_for_capacity_naming_the_pool(
     try:
         rp.apply(endpoint("starved"))
         cond = kit.wait_for(
-            lambda: reason(rp, "starved", "Reconciling", "WaitingForCapacity"),
+            lambda: kit.reason(rp, "starved", "Reconciling", "WaitingForCapacity"),
             "WaitingForCapacity",
             timeout=60,
         )
@@ -166,14 +148,14 @@ def test_throttled_workers_wait_for_capacity_naming_the_pool(
         assert kit.condition(rp.get("inferenceendpoint", "starved"), "Stalled")["status"] == "False"  # type: ignore[index]
     finally:
         sandbox.call("PUT", "/_sandbox/capacity", json={"pools": {"ADA_24": None}})
-    kit.wait_for(lambda: ready(rp, "starved"), "Ready once capacity is back", timeout=60)
+    kit.wait_for(lambda: kit.ready_now(rp, "starved"), "Ready once capacity is back", timeout=60)
 
 
 def test_a_prompt_through_the_openai_route_returns_tokens(
     rp: kit.Namespace, sandbox: kit.Sandbox
 ) -> None:
     rp.apply(endpoint("chat"))
-    obj = kit.wait_for(lambda: ready(rp, "chat"), "endpoint Ready", timeout=90)
+    obj = kit.wait_for(lambda: kit.ready_now(rp, "chat"), "endpoint Ready", timeout=90)
     client = openai.OpenAI(
         base_url=obj["status"]["openaiBaseUrl"], api_key=sandbox.token, timeout=300
     )
@@ -203,13 +185,13 @@ def test_a_storm_converges_with_bounded_calls(
     rp: kit.Namespace, sandbox: kit.Sandbox, fault: dict[str, Any], want: str
 ) -> None:
     rp.apply(endpoint("stormy"))
-    kit.wait_for(lambda: ready(rp, "stormy"), "endpoint Ready", timeout=90)
+    kit.wait_for(lambda: kit.ready_now(rp, "stormy"), "endpoint Ready", timeout=90)
     route = "/v2/serverless/{id}"
     before = sandbox.calls("GET", route)
     sandbox.fault(method="GET", route=route, count=None, **fault)
     started = time.monotonic()
     kit.wait_for(
-        lambda: reason(rp, "stormy", "Reconciling", want), f"{want} shown in status", timeout=15
+        lambda: kit.reason(rp, "stormy", "Reconciling", want), f"{want} shown in status", timeout=15
     )
     time.sleep(max(0.0, 15 - (time.monotonic() - started)))
     during = sandbox.calls("GET", route) - before
@@ -217,14 +199,14 @@ def test_a_storm_converges_with_bounded_calls(
     # Every endpoint in the session is polled; this one would make ~5 reads in 15 s
     # when healthy. Retries are bounded: no more than a few per second, never a hot loop.
     assert during <= 45, f"{during} reads in 15 s during the storm"
-    kit.wait_for(lambda: ready(rp, "stormy"), "Ready after the storm", timeout=90)
+    kit.wait_for(lambda: kit.ready_now(rp, "stormy"), "Ready after the storm", timeout=90)
 
 
 def test_operator_killed_after_a_lost_create_makes_exactly_one(
     own_operator: tuple[kit.Namespace, kit.Operator], sandbox: kit.Sandbox
 ) -> None:
     ns, op = own_operator
-    use_sandbox(ns, sandbox)
+    kit.use_sandbox(ns, sandbox.urls, "runpod", CONFIG)
     creates = sandbox.calls("POST", "/v2/serverless")
     sandbox.fault(method="POST", route="/v2/serverless", kind="lose_response", holdSeconds=60)
     op.start()
@@ -234,7 +216,7 @@ def test_operator_killed_after_a_lost_create_makes_exactly_one(
     )
     op.kill()  # before any answer came back
     op.start()
-    obj = kit.wait_for(lambda: ready(ns, "lost"), "Ready after the restart", timeout=120)
+    obj = kit.wait_for(lambda: kit.ready_now(ns, "lost"), "Ready after the restart", timeout=120)
     made = remote(sandbox, ns, "lost")
     assert obj["status"]["externalName"] == made["id"]
     # Its answer was lost: the id came from the lookup by tag, not from the create.
@@ -279,14 +261,18 @@ def test_missing_incomplete_and_rejected_credentials(
     wrong = "rp-wrong-" + "5b4a3c2d1e0f"
     rp.kubectl("delete", "secret", CONFIG)
     rp.apply(endpoint("creds"))
-    cond = kit.wait_for(lambda: reason(rp, "creds", "Stalled", "CredentialsNotFound"), "no Secret")
+    cond = kit.wait_for(
+        lambda: kit.reason(rp, "creds", "Stalled", "CredentialsNotFound"), "no Secret"
+    )
     assert CONFIG in cond["message"]
 
     secret = sandboxing.provider_objects(sandbox.urls, "runpod", CONFIG, rp.name)[0]
     secret["stringData"] = {"key": wrong}
     rp.apply(secret)
     cond = kit.wait_for(
-        lambda: reason(rp, "creds", "Stalled", "CredentialsIncomplete"), "no token key", timeout=90
+        lambda: kit.reason(rp, "creds", "Stalled", "CredentialsIncomplete"),
+        "no token key",
+        timeout=90,
     )
     assert "token" in cond["message"]
 
@@ -294,7 +280,9 @@ def test_missing_incomplete_and_rejected_credentials(
     rp.kubectl("delete", "secret", CONFIG)
     rp.apply(secret)
     cond = kit.wait_for(
-        lambda: reason(rp, "creds", "Stalled", "CredentialsRejected"), "token refused", timeout=90
+        lambda: kit.reason(rp, "creds", "Stalled", "CredentialsRejected"),
+        "token refused",
+        timeout=90,
     )
     assert f"Secret {CONFIG}" in cond["message"]
     assert f"ProviderConfig {CONFIG}" in cond["message"]
@@ -329,7 +317,7 @@ def test_secrets_leave_only_where_they_say(
     rp.apply(secret)
     creates = sandbox.calls("POST", "/v2/serverless")
     rp.apply(endpoint("deputy"))
-    cond = kit.wait_for(lambda: reason(rp, "deputy", "Stalled", want), want)
+    cond = kit.wait_for(lambda: kit.reason(rp, "deputy", "Stalled", want), want)
     assert named in cond["message"]
     assert CONFIG in cond["message"]
     pc = kit.wait_for(
@@ -347,7 +335,9 @@ def test_namespace_deletion_completes(
 ) -> None:
     rp.apply(endpoint("ns-a"))
     rp.apply(endpoint("ns-b"))
-    kit.wait_for(lambda: ready(rp, "ns-a") and ready(rp, "ns-b"), "both Ready", timeout=90)
+    kit.wait_for(
+        lambda: kit.ready_now(rp, "ns-a") and kit.ready_now(rp, "ns-b"), "both Ready", timeout=90
+    )
     uids = [rp.get("inferenceendpoint", n)["metadata"]["uid"] for n in ("ns-a", "ns-b")]  # type: ignore[index]
     cluster.kubectl("delete", "namespace", rp.name, "--wait=false")
     kit.wait_for(
@@ -362,17 +352,17 @@ def test_credentials_gone_during_deletion_say_how_out(
     own_operator: tuple[kit.Namespace, kit.Operator], sandbox: kit.Sandbox
 ) -> None:
     ns, op = own_operator
-    use_sandbox(ns, sandbox)
+    kit.use_sandbox(ns, sandbox.urls, "runpod", CONFIG)
     op.start()
     ns.apply(endpoint("stuck"))
-    kit.wait_for(lambda: ready(ns, "stuck"), "endpoint Ready", timeout=90)
+    kit.wait_for(lambda: kit.ready_now(ns, "stuck"), "endpoint Ready", timeout=90)
     made = remote(sandbox, ns, "stuck")
     op.stop()  # a restarted operator holds no client for this ProviderConfig
     ns.kubectl("delete", "secret", CONFIG)
     ns.kubectl("delete", "inferenceendpoint", "stuck", "--wait=false")
     op.start()
     cond = kit.wait_for(
-        lambda: reason(ns, "stuck", "Stalled", "CredentialsGone"), "CredentialsGone", timeout=60
+        lambda: kit.reason(ns, "stuck", "Stalled", "CredentialsGone"), "CredentialsGone", timeout=60
     )
     assert f"Secret {CONFIG}" in cond["message"]
     assert "deletionPolicy: Orphan" in cond["message"]
@@ -389,7 +379,7 @@ def test_a_provider_config_in_use_is_kept_until_its_endpoints_are_gone(
     rp: kit.Namespace, sandbox: kit.Sandbox
 ) -> None:
     rp.apply(endpoint("user"))
-    kit.wait_for(lambda: ready(rp, "user"), "endpoint Ready", timeout=90)
+    kit.wait_for(lambda: kit.ready_now(rp, "user"), "endpoint Ready", timeout=90)
     rp.kubectl("delete", "providerconfig", CONFIG, "--wait=false")
     cond = kit.wait_for(
         lambda: (
