@@ -148,16 +148,21 @@ def cmd_up(args: argparse.Namespace) -> int:
                 break
             time.sleep(0.5)
         _say(
-            "starting the platform sandbox (a local RunPod fake; the first start builds a"
-            " tiny model, about a minute)"
+            "starting the platform sandbox (local fakes of RunPod, Replicate and Modal; the"
+            " first start builds a tiny model, about a minute)"
         )
         urls = sandbox.start()
-        objects = sandboxing.provider_objects(urls, "runpod", SANDBOX_CONFIG, "default")
+        objects = [
+            obj
+            for platform in sorted(urls)
+            for obj in sandboxing.provider_objects(urls, platform, f"{platform}-sandbox", "default")
+        ]
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
-        _say(
-            f"sandbox up: RunPod API {urls['runpod']['api']}, job plane {urls['runpod']['jobs']};"
-            f" ProviderConfig default/{SANDBOX_CONFIG} points at it"
-        )
+        for platform in sorted(urls):
+            _say(
+                f"sandbox up: {platform} at {urls[platform]['api']};"
+                f" ProviderConfig default/{platform}-sandbox points at it"
+            )
         env = {**os.environ, "KUBECONFIG": kubeconfig}
         cmd = [sys.executable, "-m", "ferry", "run", "--kubeconfig", kubeconfig]
         cmd += ["--metrics-port", str(args.metrics_port or 0), "--metrics-host", "127.0.0.1"]

@@ -28,10 +28,9 @@ def test_ferry_up_brings_the_examples_to_ready_and_cleans_up(tmp_path: Path) -> 
             assert time.monotonic() < deadline, f"examples never Ready:\n{log.read_text()}"
             time.sleep(0.5)
         text = log.read_text()
-        assert "all 3 endpoints are Ready" in text
-        assert "tiny-llm" in text
-        assert "llama-spot" in text
-        assert "tiny-runpod" in text
+        assert "all 5 endpoints are Ready" in text
+        for name in ("tiny-llm", "llama-spot", "tiny-runpod", "tiny-replicate", "tiny-modal"):
+            assert name in text
         assert "Available" in text
         # The one command it prints sends the RunPod endpoint (in the sandbox) a prompt.
         command = text.split("a prompt:", 1)[1].split("\n\n", 2)[1]
