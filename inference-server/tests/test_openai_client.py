@@ -223,6 +223,30 @@ def test_completion_logprobs(openai_client: openai.OpenAI) -> None:
     assert lp.text_offset == sorted(lp.text_offset)
 
 
+def test_completion_text_offsets_count_characters_even_for_split_ones(
+    openai_client: openai.OpenAI,
+) -> None:
+    """Sampled text splits characters across tokens (their label is `bytes:\\x..`): the
+    offsets still count the characters each token completes, streamed or not."""
+    split = 0
+    for seed in range(12):
+        kw: dict[str, Any] = {"max_tokens": 16, "logprobs": 1, "seed": seed, "temperature": 1.0}
+        out = complete(openai_client, **kw)
+        lp = out.choices[0].logprobs
+        text = out.choices[0].text
+        split += sum(t.startswith("bytes:") for t in lp.tokens)
+        assert all(0 <= o <= len(text) for o in lp.text_offset), (text, lp.text_offset)
+        assert lp.text_offset == sorted(lp.text_offset)
+        streamed = [
+            o
+            for chunk in complete(openai_client, stream=True, **kw)
+            if chunk.choices and chunk.choices[0].logprobs
+            for o in chunk.choices[0].logprobs.text_offset
+        ]
+        assert streamed == lp.text_offset
+    assert split, "no seed split a character: the test would not see the bug it guards"
+
+
 def test_n_choices_seeded_streamed_and_not(openai_client: openai.OpenAI) -> None:
     kw: dict[str, Any] = {"max_tokens": 12, "n": 3, "seed": 11, "temperature": 1.0}
     a = typed(complete(openai_client, **kw))
@@ -296,6 +320,12 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
     ("chat", {"extra_body": {"frobnicate": 1}}, "frobnicate"),
     ("chat", {"messages": [{"role": "user", "content": "hi", "tool_call_id": "x"}]},
      "messages[0].tool_call_id"),
+    ("chat", {"messages": [{"role": "user", "content": "hi"},
+                           {"role": "assistant", "content": None, "tool_calls": [
+                               {"id": "a", "type": "function",
+                                "function": {"name": "f", "arguments": "{}"}}]}]},
+     "messages[1].tool_calls"),
+    ("chat", {"messages": [{"role": "tool", "content": "r"}]}, "messages[0].role"),
     ("completions", {"suffix": "the end"}, "suffix"),
     ("completions", {"best_of": 2}, "best_of"),
     ("completions", {"echo": True}, "echo"),
@@ -328,6 +358,7 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("completions", {"best_of": 1}),
     ("completions", {"echo": False}),
     ("completions", {"user": "alice"}),
+    ("chat", {"extra_body": {"ignore_eos": None}}),
 ]
 
 
@@ -340,6 +371,11 @@ def test_values_that_change_nothing_are_accepted(
     out = typed(call(openai_client, **{"max_tokens": 2, **kw}))
     assert out.usage is not None  # type: ignore[attr-defined]
     assert out.usage.completion_tokens == 2  # type: ignore[attr-defined]
+
+
+def test_the_largest_seed_works_with_several_choices(openai_client: openai.OpenAI) -> None:
+    out = typed(chat(openai_client, max_tokens=2, seed=2**63 - 1, n=2, temperature=1.0))
+    assert len(out.choices) == 2
 
 
 # ---- 5. a client that goes away -------------------------------------------------------------

@@ -39,6 +39,9 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # One line per HTTP call the server makes (the spot watcher polls every few seconds)
+    # says nothing a person needs; failures are logged by the callers.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 async def serve(settings: Settings) -> int:

@@ -40,6 +40,8 @@ class TokenLogprob:
     token_bytes: bytes
     logprob: float
     top: tuple[TokenLogprob, ...] = ()
+    #: A special token (e.g. padding): it adds nothing to the decoded text.
+    special: bool = False
 
 
 @dataclass(frozen=True)

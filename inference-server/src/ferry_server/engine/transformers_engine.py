@@ -391,7 +391,8 @@ class TransformersEngine(HFTokenizerEngine):
 
         first = entry(token, logprob)
         return TokenLogprob(first.token, first.token_bytes, logprob,
-                            tuple(entry(t, lp) for t, lp in top))
+                            tuple(entry(t, lp) for t, lp in top),
+                            special=token in info.special_ids)
 
     def _advance(
         self, p: _Pending, token: int, eos_ids: set[int], logprob: TokenLogprob | None

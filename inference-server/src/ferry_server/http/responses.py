@@ -7,6 +7,7 @@ Completion); the tests validate every response against them.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import time
@@ -47,14 +48,33 @@ def chat_logprobs(entries: Sequence[TokenLogprob]) -> dict[str, Any]:
     }
 
 
-def completion_logprobs(entries: Sequence[TokenLogprob], offset: int) -> dict[str, Any]:
-    """Legacy completions logprobs; `text_offset` counts characters from the completion's start
-    (`offset` is where these tokens begin), and each `top_logprobs` dict also holds the
-    sampled token, as OpenAI's does."""
+def _utf8() -> codecs.IncrementalDecoder:
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+
+def text_offsets(
+    entries: Sequence[TokenLogprob], offset: int, text: codecs.IncrementalDecoder
+) -> list[int]:
+    """Where each token's text starts, in characters; `text` keeps a split character's bytes."""
     offsets = []
     for e in entries:
         offsets.append(offset)
-        offset += len(e.token)
+        if not e.special:  # the decoded text skips special tokens
+            offset += len(text.decode(e.token_bytes))
+    return offsets
+
+
+def completion_logprobs(
+    entries: Sequence[TokenLogprob], offset: int, text: codecs.IncrementalDecoder
+) -> dict[str, Any]:
+    """Legacy completions logprobs; `text_offset` counts characters from the completion's start
+    (`offset` is where these tokens begin), and each `top_logprobs` dict also holds the
+    sampled token, as OpenAI's does.
+
+    A token adds the characters its bytes complete (none while a character is still split
+    across tokens), never the length of its `bytes:\\x..` label: `text` is the UTF-8
+    decoder that has seen every earlier token of this choice."""
+    offsets = text_offsets(entries, offset, text)
     return {
         "tokens": [e.token for e in entries],
         "token_logprobs": [e.logprob for e in entries],
@@ -77,16 +97,20 @@ class Shape:
             "created": int(time.time()),
             "model": model,
         }
-        self._offsets: dict[int, int] = {}  # completions: characters streamed per choice
+        # completions: characters so far and the UTF-8 decoder that counted them, per choice
+        self._offsets: dict[int, tuple[int, codecs.IncrementalDecoder]] = {}
 
     def _logprobs(self, index: int, entries: Sequence[TokenLogprob]) -> dict[str, Any] | None:
         if not self.logprobs:
             return None
         if self.chat:
             return chat_logprobs(entries)
-        start = self._offsets.get(index, 0)
-        self._offsets[index] = start + sum(len(e.token) for e in entries)
-        return completion_logprobs(entries, start)
+        start, text = self._offsets.get(index) or (0, _utf8())
+        counter = _utf8()  # counts this chunk's characters ahead of `text`
+        counter.setstate(text.getstate())
+        end = start + sum(len(counter.decode(e.token_bytes)) for e in entries if not e.special)
+        self._offsets[index] = (end, counter)
+        return completion_logprobs(entries, start, text)
 
     def body(self, results: Sequence[GenerationResult]) -> dict[str, Any]:
         """The whole (non-streamed) response."""

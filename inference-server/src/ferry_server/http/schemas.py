@@ -66,7 +66,8 @@ class _Sampling(_Strict):
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
     user: str | None = None
-    ignore_eos: bool = False  # vLLM's extension: keep generating past the end-of-text token
+    # vLLM's extension: keep generating past the end-of-text token (null: the default).
+    ignore_eos: bool | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -107,8 +108,9 @@ class _Sampling(_Strict):
                 temperature=1.0 if self.temperature is None else self.temperature,
                 top_p=1.0 if self.top_p is None else self.top_p,
                 stop=self.stop,
-                seed=None if self.seed is None else self.seed + i,
-                ignore_eos=self.ignore_eos,
+                # The client's own seed is checked as sent; the derived ones wrap.
+                seed=self.seed if self.seed is None or i == 0 else wrap_seed(self.seed + i),
+                ignore_eos=bool(self.ignore_eos),
                 presence_penalty=self.presence_penalty or 0.0,
                 frequency_penalty=self.frequency_penalty or 0.0,
                 logit_bias=bias,
@@ -145,15 +147,29 @@ class CompletionRequest(_Sampling, _CompletionFields):
         return self._requests(dp, prompts, n, max_tokens=self.max_tokens, logprobs=self.logprobs)
 
 
+def wrap_seed(seed: int) -> int:
+    """`seed` folded into the signed 64-bit range (choice i of n uses seed + i)."""
+    return (seed + 2**63) % 2**64 - 2**63
+
+
 class ChatMessage(_Strict):
     """One chat turn: text, or a list of text parts; `content: null` only for the assistant."""
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None  # passed to the model's chat template, which may use it
+    # Known OpenAI fields of tool-call history: refused by name, as `tools` is.
+    tool_calls: Any = None
+    tool_call_id: Any = None
+    function_call: Any = None
 
     def rendered(self, i: int) -> dict[str, str]:
         """The message as the chat template takes it; text parts joined with newlines."""
+        for field in ("tool_calls", "tool_call_id", "function_call"):
+            if getattr(self, field) is not None:
+                raise InvalidInput(f"messages[{i}].{field}: {_TOOLS}", f"messages[{i}].{field}")
+        if self.role == "tool":
+            raise InvalidInput(f"messages[{i}].role tool: {_TOOLS}", f"messages[{i}].role")
         where = f"messages[{i}].content"
         if self.content is None:
             if self.role != "assistant":
