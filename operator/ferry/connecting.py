@@ -22,6 +22,7 @@ so a message about a Secret reads the same in both places.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -82,12 +83,17 @@ class Connector:
         *,
         call_timeout: float = 10.0,
         shared_ttl: float = 60.0,
+        retire_after: float = 60.0,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._kube = kube
         self._backends = dict(backends)
         self._call_timeout = call_timeout
         self._shared_ttl = shared_ttl
+        # A replaced client may still be in use by reconciles that connected before the
+        # change: it is closed only after the longest a reconcile may run.
+        self._retire_after = retire_after
+        self._retiring: set[asyncio.Task[None]] = set()
         self._clock = clock
         # uid -> (key, client); (namespace, name) -> uid, for a config that is gone.
         self._clients: dict[str, tuple[CacheKey, Provider]] = {}
@@ -108,7 +114,10 @@ class Connector:
         return backend
 
     async def close(self) -> None:
-        """Close every cached client (operator shutdown)."""
+        """Close every cached client and every retiring one (operator shutdown)."""
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         for _, client in self._clients.values():
             await client.close()
         self._clients.clear()
@@ -182,10 +191,18 @@ class Connector:
         )
         self._clients[uid] = (key, client)
         if held is not None:
-            # The ProviderConfig or its Secret changed: the old client's
-            # connections and credentials are of no further use.
-            await held[1].close()
+            # The ProviderConfig or its Secret changed: the old client's credentials are
+            # of no further use, but calls it has in flight must finish.
+            task = asyncio.create_task(self._retire(held[1]))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
         return client
+
+    async def _retire(self, client: Provider) -> None:
+        try:
+            await asyncio.sleep(self._retire_after)
+        finally:
+            await client.close()
 
     def _cached_by_name(self, namespace: str, name: str) -> Provider | None:
         uid = self._uids.get((namespace, name))

@@ -109,6 +109,7 @@ def build(cfg: Settings) -> Controllers:
         providers.registry(client),
         call_timeout=cfg.call_timeout,
         shared_ttl=cfg.poll_interval,
+        retire_after=cfg.reconcile_timeout,
     )
     rec = reconciler.Reconciler(
         client,
