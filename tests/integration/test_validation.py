@@ -688,6 +688,11 @@ PC_REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
         ["spec.inferenceBaseUrl", "should match"],
     ),
     (
+        "replicate-base-url-with-v1",
+        {"provider": "replicate", "baseUrl": "http://127.0.0.1:9/v1"},
+        ["spec.baseUrl", "must not end in /v1", "replicate"],
+    ),
+    (
         "remote-without-credentials",
         {"provider": "runpod", "credentialsSecretRef": DELETE},
         ["spec.credentialsSecretRef", "required for the modal, replicate and runpod"],

@@ -449,14 +449,25 @@ PROVIDER_CONFIG_REJECTED: Final[tuple[Rejected, ...]] = (
 def provider_config_rules() -> list[Rule]:
     """Every per-provider rule of `ProviderConfigSpec`."""
     return [
+        *(
+            cel(
+                f"{_not(provider)} || !({_has(row.field)})",
+                rejection_message(row.field, provider, why),
+                field_path=f".{row.field}",
+                reason="FieldValueForbidden",
+            )
+            for row in PROVIDER_CONFIG_REJECTED
+            for provider, why in row.why.items()
+        ),
+        # The replicate client appends /v1/... to its base URL itself.
         cel(
-            f"{_not(provider)} || !({_has(row.field)})",
-            rejection_message(row.field, provider, why),
-            field_path=f".{row.field}",
-            reason="FieldValueForbidden",
-        )
-        for row in PROVIDER_CONFIG_REJECTED
-        for provider, why in row.why.items()
+            f"{_not('replicate')} || !has(self.baseUrl)"
+            " || !(self.baseUrl.endsWith('/v1') || self.baseUrl.endsWith('/v1/'))",
+            "baseUrl must not end in /v1 for the replicate provider (its client adds /v1/...);"
+            " use the API's root, e.g. https://api.replicate.com",
+            field_path=".baseUrl",
+            reason="FieldValueInvalid",
+        ),
     ]
 
 
