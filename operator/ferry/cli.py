@@ -157,12 +157,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             for platform in sorted(urls)
             for obj in sandboxing.provider_objects(urls, platform, f"{platform}-sandbox", "default")
         ]
-        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
-        for platform in sorted(urls):
-            _say(
-                f"sandbox up: {platform} at {urls[platform]['api']};"
-                f" ProviderConfig default/{platform}-sandbox points at it"
-            )
+        # Server-side apply: no last-applied annotation keeps a copy of the token.
+        cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(objects))
+        print(sandbox.banner(), flush=True)
+        _say(
+            f"sandbox URLs and tokens: {sandbox.urls_file}; ProviderConfigs"
+            f" {', '.join(f'default/{p}-sandbox' for p in sorted(urls))} point at it"
+        )
         env = {**os.environ, "KUBECONFIG": kubeconfig}
         cmd = [sys.executable, "-m", "ferry", "run", "--kubeconfig", kubeconfig]
         cmd += ["--metrics-port", str(args.metrics_port or 0), "--metrics-host", "127.0.0.1"]

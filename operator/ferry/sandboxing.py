@@ -69,6 +69,13 @@ class SandboxProcess:
             self.proc.kill()
             self.proc.wait()
 
+    def banner(self) -> str:
+        """What the sandbox printed when it came up: each fake's URLs, admin routes, token."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        start = text.rfind("Ferry sandbox:")
+        block = text[start:].split("Ctrl-C", 1)[0] if start >= 0 else ""
+        return block.rstrip()
+
     def tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():
             return ""

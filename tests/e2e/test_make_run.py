@@ -31,6 +31,8 @@ def test_ferry_up_brings_the_examples_to_ready_and_cleans_up(tmp_path: Path) -> 
         assert "all 5 endpoints are Ready" in text
         for name in ("tiny-llm", "llama-spot", "tiny-runpod", "tiny-replicate", "tiny-modal"):
             assert name in text
+        for fake in ("RunPod API", "Replicate API", "Modal API", "/_sandbox"):
+            assert fake in text, "where each fake and its admin routes are is shown"
         assert "Available" in text
         # The one command it prints sends the RunPod endpoint (in the sandbox) a prompt.
         command = text.split("a prompt:", 1)[1].split("\n\n", 2)[1]

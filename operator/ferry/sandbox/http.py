@@ -410,7 +410,10 @@ def parse_admin(model: type[pydantic.BaseModel], raw: bytes) -> Any:
             else f"$: {err['msg']}"
             for err in exc.errors()
         ]
-        raise Problem(400, f"invalid admin request: {errors[0]}", errors=errors) from None
+        fields = ", ".join((info.alias or name) for name, info in model.model_fields.items())
+        raise Problem(
+            400, f"invalid admin request: {errors[0]} (this route takes: {fields})", errors=errors
+        ) from None
 
 
 def admin_json(body: Any, status: int = 200) -> JSONResponse:
@@ -447,7 +450,8 @@ def admin_routes(
     )
 
     async def index(_call: Call) -> Response:
-        return admin_json(describe())
+        shared = [f"{method} {template}" for method, template, _ in table]
+        return admin_json({**describe(), "adminRoutes": shared})
 
     async def get_clock(_call: Call) -> Response:
         return admin_json(clock.describe())
