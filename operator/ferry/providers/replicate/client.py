@@ -258,8 +258,9 @@ class ReplicateProvider:
             wait = offline_wait(refusals, self._config.shared_ttl)
             raise TransientProviderError(
                 f"waiting for Replicate to take the deployment offline, next try in {wait:.0f}s:"
-                f" {owner}/{name} is scaled to zero, and Replicate deletes a deployment only"
-                f" once it has been offline and unused for 15 minutes (Replicate: {err.detail})",
+                f" {owner}/{name} is scaled to zero, and Replicate deletes only deployments"
+                " offline and unused for 15 minutes (spec.deletionPolicy: Orphan finishes at"
+                " once and leaves it to you)",
                 retry_after=wait,
                 reason="WaitingForOffline",
             ) from err
