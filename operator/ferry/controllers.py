@@ -131,6 +131,7 @@ def build(cfg: Settings) -> Controllers:
     drainer = draining.Drainer(
         client,
         interval=cfg.drain_interval,
+        source=source,
         wake_autoscaler=wake("autoscaling"),
         wake_endpoint=wake("endpoints"),
     )

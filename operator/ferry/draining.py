@@ -7,6 +7,8 @@ is `logic.spot`'s reading of a Node, or a model server's own report handed over 
 
 - readiness gate `ferry.dev/in-service` True on every pod as it appears, False
   (with the lowest pod-deletion-cost) on a doomed pod once it may leave service;
+- a doomed pod out of service is asked (through the load source, D12) whether
+  requests are still in flight in it: it is removed once they are done;
 - evictions through the eviction subresource, so the PodDisruptionBudget decides;
 - the surge: under Ferry's autoscaler an annotation the autoscaler adds to the
   count (one writer of replicas, D10), under an external autoscaler a temporary
@@ -27,11 +29,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from ferry import kube as kube_api
-from ferry import metrics, recording
+from ferry import metrics, recording, sampling
 from ferry.api.v1alpha1 import types
 from ferry.logic import defaults, drains, manifests, naming, scaling, spot
 from ferry.providers import local
@@ -57,12 +60,14 @@ class Drainer:
         kube: kube_api.Api,
         *,
         interval: float = 2.0,
+        source: sampling.LoadSource | None = None,
         clock: Callable[[], datetime] = _now,
         wake_autoscaler: Wake | None = None,
         wake_endpoint: Wake | None = None,
     ) -> None:
         self._kube = kube
         self._interval = interval
+        self._source = source
         self._clock = clock
         self._wake_autoscaler = wake_autoscaler
         self._wake_endpoint = wake_endpoint
@@ -125,6 +130,7 @@ class Drainer:
         objects = await self._kube.list("Pod", ns, naming.selector_labels(dep_name))
         pods = [drains.Pod.from_object(o, manifests.SURGE_LABEL) for o in objects]
         notices = await self._notices({p.node for p in pods if p.node and not p.terminating})
+        pods = await self._busy(ns, objects, pods, notices)
         annotations = (budget.get("metadata") or {}).get("annotations") or {}
         record = _record(annotations.get(local.DRAIN_ANNOTATION))
         surge_deployment = None
@@ -161,6 +167,30 @@ class Drainer:
         wait = self._interval if plan.wake_after is None else min(self._interval, plan.wake_after)
         # A disruption budget that refused an eviction says to come back in a moment.
         return Outcome(requeue_after=min(wait, 1.0) if refused else wait)
+
+    async def _busy(
+        self,
+        ns: str,
+        objects: list[dict[str, Any]],
+        pods: list[drains.Pod],
+        notices: dict[str, spot.Notice],
+    ) -> list[drains.Pod]:
+        """Ask doomed pods out of service whether requests are still in flight in them."""
+        leaving = {
+            p.name
+            for p in pods
+            if p.node in notices and p.in_service is False and not p.terminating
+        }
+        if self._source is None or not leaving:
+            return pods
+        asked = [o for o in objects if (o.get("metadata") or {}).get("name") in leaving]
+        loads = {load.pod: load for load in await self._source.sample(ns, asked)}
+        return [
+            replace(p, busy=loads[p.name].inflight + loads[p.name].queue > 0)
+            if p.name in loads
+            else p
+            for p in pods
+        ]
 
     async def _notices(self, names: set[str]) -> dict[str, spot.Notice]:
         found: dict[str, spot.Notice] = {}

@@ -100,6 +100,7 @@ class Harness:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
+            self.loop.close()
 
     @property
     def metrics_url(self) -> str:
@@ -111,10 +112,19 @@ class Harness:
         capacity = "spot" if spot else "on-demand"
         return self.run(self.kubelet.add_node(name, gpu_type, gpus=gpus, capacity=capacity))
 
+    def remove_node(self, name: str) -> None:
+        assert self.kubelet is not None
+        self.run(self.kubelet.remove_node(name))
+
     def post_notice(self, node: str, seconds: float = 120.0) -> None:
         assert self.kubelet is not None
         kubelet = self.kubelet
         self.loop.call_soon_threadsafe(kubelet.post_notice, node, seconds)
+
+    def shut_down(self, node: str) -> None:
+        """GKE's graceful node shutdown: the node's kubelet reports it NotReady, shutting down."""
+        assert self.kubelet is not None
+        self.run(self.kubelet.shut_down(node))
 
     def traffic(self, namespace: str, service: str, max_tokens: int = 2) -> Traffic:
         assert self.kubelet is not None

@@ -100,3 +100,21 @@ def kwok_nodes(cluster: devcluster.Cluster) -> Iterator[Callable[..., list[str]]
         for name in made:
             with contextlib.suppress(ApiError):
                 client.delete(Node, name)
+
+
+@pytest.fixture
+def proc_nodes(harness: Harness) -> Iterator[Callable[..., list[str]]]:
+    """Add process-harness GPU nodes for one test: `proc_nodes(gpu, count, spot=...)`."""
+    made: list[str] = []
+
+    def add(gpu: str, count: int = 1, *, spot: bool = False) -> list[str]:
+        names = [
+            harness.add_node(kit.unique(f"proc-{'spot' if spot else 'od'}"), gpu, spot=spot)
+            for _ in range(count)
+        ]
+        made.extend(names)
+        return names
+
+    yield add
+    for name in made:
+        harness.remove_node(name)

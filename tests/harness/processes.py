@@ -103,6 +103,7 @@ class Imds:
     def __init__(self) -> None:
         self.port = free_port()
         self.action: dict[str, str] | None = None
+        self.server: uvicorn.Server | None = None
 
     def app(self) -> Starlette:
         async def token(request: Request) -> Response:
@@ -140,6 +141,9 @@ class ProcessKubelet:
         self.workdir = workdir
         self.log_level = log_level
         self.nodes: dict[str, Imds] = {}
+        #: Nodes whose kubelet reports a graceful node shutdown (GKE's spot preemption),
+        #: and since when.
+        self.shutting_down: dict[str, str] = {}
         self.pods: dict[tuple[str, str], Running] = {}
         self.history: list[tuple[float, str, str]] = []  # (time, pod, what)
         self.proxy_port = free_port()
@@ -169,11 +173,13 @@ class ProcessKubelet:
                 await self.client.delete(Node, name)
         await self._http.aclose()
 
-    async def _serve(self, app: Starlette, port: int) -> None:
+    async def _serve(self, app: Starlette, port: int, imds: Imds | None = None) -> None:
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
         # Not the main thread: uvicorn leaves signal handling alone.
         server = uvicorn.Server(config)
         self._servers.append(server)
+        if imds is not None:
+            imds.server = server
         await server.serve()
 
     # --- nodes ------------------------------------------------------------------------
@@ -198,10 +204,22 @@ class ProcessKubelet:
         manifest["status"]["addresses"] = [{"type": "InternalIP", "address": "127.0.0.1"}]
         imds = Imds()
         self.nodes[name] = imds
-        self._tasks.append(asyncio.create_task(self._serve(imds.app(), imds.port)))
+        self._tasks.append(asyncio.create_task(self._serve(imds.app(), imds.port, imds)))
         await self.client.create(codecs.from_dict(manifest))
         await self._heartbeat(name)
         return name
+
+    async def remove_node(self, name: str) -> None:
+        """The node goes away: its processes die, its metadata service stops."""
+        imds = self.nodes.pop(name, None)
+        self.shutting_down.pop(name, None)
+        if imds is not None and imds.server is not None:
+            imds.server.should_exit = True
+        for run in list(self.pods.values()):
+            if run.node == name:
+                await self._kill(run)
+        with contextlib.suppress(ApiError):
+            await self.client.delete(Node, name)
 
     def post_notice(self, node: str, seconds: float = 120.0) -> None:
         """The cloud's spot interruption notice for `node`, as its metadata shows it."""
@@ -227,6 +245,13 @@ class ProcessKubelet:
                 with contextlib.suppress(ApiError, httpx.HTTPError):
                     await self._heartbeat(name)
 
+    async def shut_down(self, name: str) -> None:
+        """Begin a graceful node shutdown: the kubelet reports the node NotReady with the
+        kubelet's own words (pods are left to the operator here)."""
+        self.shutting_down[name] = _now()
+        self.history.append((time.monotonic(), name, "shutting down"))
+        await self._heartbeat(name)
+
     async def _heartbeat(self, name: str) -> None:
         renew = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         lease = {
@@ -238,7 +263,16 @@ class ProcessKubelet:
         await self.client.apply(
             codecs.from_dict(lease), field_manager="harness-kubelet", force=True
         )
-        cond = {"type": "Ready", "status": "True", "lastHeartbeatTime": _now()}
+        cond: dict[str, Any] = {"type": "Ready", "status": "True", "lastHeartbeatTime": _now()}
+        if name in self.shutting_down:
+            cond.update(
+                {
+                    "status": "False",
+                    "reason": "KubeletNotReady",
+                    "message": "node is shutting down",
+                    "lastTransitionTime": self.shutting_down[name],
+                }
+            )
         await self.client.patch(
             Node.Status,
             name,

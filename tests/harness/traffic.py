@@ -3,7 +3,11 @@
 It watches the EndpointSlices of one Service (the real ones the EndpointSlice
 controller writes from pod readiness) and, as kube-proxy does, sends each new
 request to one of the endpoints whose `conditions.ready` is true; the pod's
-address is translated to its process on 127.0.0.1 (`ProcessKubelet`). A fixed
+address is translated to its process on 127.0.0.1 (`ProcessKubelet`). kube-proxy
+picks the backend when a connection opens, so each request opens its own
+connection (HTTP/1.1, `Connection: close`) at the moment it is sent, to a pod
+ready at that moment: a pooling HTTP client would bind a request to a pod and then
+queue it inside the client for seconds under load, which no Service does. A fixed
 number of workers each keep one request in flight, so `concurrency` requests are in
 flight all the time. Every outcome is counted: served (200), failed (any other
 status, e.g. a draining server's 503), connection errors (refused, reset, closed
@@ -17,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from lightkube import AsyncClient
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import OnErrorAction, OnErrorResult
@@ -88,7 +92,6 @@ class Traffic:
         self._rr = itertools.count()
         self._watch: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
-        self._http: httpx.AsyncClient | None = None
         self._stop = asyncio.Event()
         self.inflight = 0
 
@@ -127,10 +130,6 @@ class Traffic:
         """Keep `concurrency` requests in flight until `stop`."""
         await self.watch()
         self._stop.clear()
-        limits = httpx.Limits(
-            max_connections=concurrency + 16, max_keepalive_connections=concurrency
-        )
-        self._http = httpx.AsyncClient(timeout=120.0, limits=limits, trust_env=False)
         self._workers = [asyncio.create_task(self._worker()) for _ in range(concurrency)]
         self._note_ready()
 
@@ -138,9 +137,6 @@ class Traffic:
         self._stop.set()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
         return self.tally
 
     async def close(self) -> None:
@@ -151,8 +147,14 @@ class Traffic:
                 await self._watch
 
     async def _worker(self) -> None:
-        assert self._http is not None
-        body = {"model": self.model, "prompt": "Hello", "max_tokens": self.max_tokens}
+        payload = json.dumps(
+            {"model": self.model, "prompt": "Hello", "max_tokens": self.max_tokens}
+        ).encode()
+        request = (
+            b"POST /v1/completions HTTP/1.1\r\nHost: service\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(payload), payload)
+        )
         while not self._stop.is_set():
             pods = self.ready_pods()
             target = None
@@ -164,13 +166,14 @@ class Traffic:
             if target is None:
                 self.tally.no_endpoint += 1
                 self.tally.connection_errors += 1
+                self.tally.failures.append((time.monotonic(), "-", "no ready endpoint"))
                 await asyncio.sleep(0.05)
                 continue
             pod, port = target
             self.inflight += 1
             try:
-                resp = await self._http.post(f"http://127.0.0.1:{port}/v1/completions", json=body)
-            except httpx.HTTPError as err:
+                status = await self._send(port, request)
+            except (OSError, asyncio.IncompleteReadError, ValueError) as err:
                 self.tally.connection_errors += 1
                 name = type(err).__name__
                 self.tally.errors[name] = self.tally.errors.get(name, 0) + 1
@@ -178,10 +181,30 @@ class Traffic:
                 continue
             finally:
                 self.inflight -= 1
-            self.tally.statuses[resp.status_code] = self.tally.statuses.get(resp.status_code, 0) + 1
-            if resp.status_code == 200:
+            self.tally.statuses[status] = self.tally.statuses.get(status, 0) + 1
+            if status == 200:
                 self.tally.ok += 1
                 self.tally.by_pod[pod] = self.tally.by_pod.get(pod, 0) + 1
             else:
                 self.tally.failed += 1
-                self.tally.failures.append((time.monotonic(), pod, f"HTTP {resp.status_code}"))
+                self.tally.failures.append((time.monotonic(), pod, f"HTTP {status}"))
+
+    @staticmethod
+    async def _send(port: int, request: bytes) -> int:
+        """One request on a new connection; the status code once the whole body is read."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(request)
+            await writer.drain()
+            status = int((await reader.readline()).split()[1])
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip())
+            await reader.readexactly(length)
+            return status
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()

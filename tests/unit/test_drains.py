@@ -274,3 +274,16 @@ def test_external_mode_surges_with_a_second_deployment_until_the_main_one_recove
     assert gone.remove_surge is True
     assert gone.record is None
     assert "s1" not in gone.gate_true
+
+
+def test_a_pod_out_of_service_goes_once_its_requests_are_done() -> None:
+    rec = plan([pod("old", "doomed")]).record
+    out = plan([pod("old", "doomed"), pod("new")], applied=1, record=rec, at=10).record
+    busy = replace(pod("old", "doomed", ready=False, gate=False), busy=True)
+    waiting = plan([busy, pod("new")], applied=1, record=out, at=12)
+    assert (waiting.surge, waiting.evict) == (1, ())  # its requests are still running
+    done = plan([replace(busy, busy=False), pod("new")], applied=1, record=out, at=13)
+    assert done.surge == 0
+    # A server that never finishes gets drainGraceSeconds, then goes anyway.
+    late = plan([busy, pod("new")], applied=1, record=out, at=10 + 30)
+    assert late.surge == 0

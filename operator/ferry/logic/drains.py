@@ -12,8 +12,11 @@ The order it keeps (decisions.md D10, D11):
 2. Out of service, then drained: a doomed pod leaves service (its readiness gate
    False, so Services stop sending to it) only once enough replacements are Ready
    to keep the normal count serving; its in-flight requests finish on SIGTERM.
-3. Removed: a pod out of service and no longer Ready is evicted, and the surge
-   drops by one, so the ReplicaSet ends with the replacements, not the doomed pods.
+3. Removed: a pod out of service, no longer Ready and with no request left in
+   flight (or after drainGraceSeconds of waiting) is evicted, and the surge drops by
+   one, so the ReplicaSet ends with the replacements, not the doomed pods. Waiting
+   for its requests before the SIGTERM means none of them meets a server that has
+   stopped accepting, however long they queued in it.
 
 A termination notice has a deadline: at the cutoff (deadline - drainGraceSeconds -
 a propagation margin) every doomed pod goes through 2 and 3 whether or not its
@@ -58,6 +61,8 @@ class Pod:
     unschedulable: str | None = None
     #: Created by the temporary surge Deployment (scaling.autoscaler: external).
     surge: bool = False
+    #: Requests still in flight in it: True/False as its metrics said, None unknown.
+    busy: bool | None = None
 
     @staticmethod
     def from_object(obj: dict[str, Any], surge_label: str) -> Pod:
@@ -107,6 +112,8 @@ class Record:
     out: tuple[str, ...] = ()
     evicted: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    #: When each pod left service.
+    out_at: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The annotation's JSON value."""
@@ -126,6 +133,7 @@ class Record:
             "out": list(self.out),
             "evicted": list(self.evicted),
             "removed": list(self.removed),
+            "outAt": dict(sorted(self.out_at.items())),
         }
 
     @staticmethod
@@ -150,6 +158,7 @@ class Record:
             out=tuple(str(p) for p in doc.get("out") or []),
             evicted=tuple(str(p) for p in doc.get("evicted") or []),
             removed=tuple(str(p) for p in doc.get("removed") or []),
+            out_at={str(k): v for k, v in (doc.get("outAt") or {}).items() if isinstance(v, str)},
         )
 
 
@@ -293,10 +302,17 @@ def plan(
                     f" False) {_secs(rec.since, now):.1f}s after the notice",
                 )
             )
-    rec = replace(rec, out=tuple(dict.fromkeys([*rec.out, *out])))
+    out_at = {**{name: _stamp(now) for name in out if name not in rec.out_at}, **rec.out_at}
+    rec = replace(rec, out=tuple(dict.fromkeys([*rec.out, *out])), out_at=out_at)
 
-    # 3. Removal, once out of service and no longer Ready.
-    removable = [p for p in doomed if p.in_service is False and not p.ready]
+    # 3. Removal, once out of service, no longer Ready, and its requests done (an
+    # unknown count is taken as done: the server still drains on SIGTERM).
+    def drained(pod: Pod) -> bool:
+        left = _parse(rec.out_at.get(pod.name))
+        waited = (now - left).total_seconds() if left is not None else drain_grace
+        return not pod.busy or waited >= drain_grace or past_cutoff
+
+    removable = [p for p in doomed if p.in_service is False and not p.ready and drained(p)]
     surge = len(doomed)
     evict: tuple[str, ...] = ()
     if removable:
