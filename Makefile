@@ -11,7 +11,7 @@ export GOTOOLCHAIN := local
 
 .PHONY: all venv server-venv controlplane crds check-crds lint unit integration e2e test \
         test-operator test-inference-server run cluster bench bench-operator \
-        bench-platforms bench-inference-server clean
+        bench-platforms bench-drains bench-inference-server clean
 
 all: test
 
@@ -73,6 +73,10 @@ bench-operator: venv controlplane
 # Remote endpoints in the sandbox: steady-state calls (D4), apply -> platform latency, RSS.
 bench-platforms: venv controlplane
 	$(BIN)/python benchmarks/bench_platforms.py $(BENCH_ARGS)
+
+# Drains and rollouts with 1,000 requests in flight and a load step, against cordon+evict.
+bench-drains: venv controlplane server-venv
+	$(BIN)/python benchmarks/bench_drains.py $(BENCH_ARGS)
 
 bench-inference-server:
 	$(MAKE) -C inference-server bench

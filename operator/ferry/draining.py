@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +46,16 @@ log = logging.getLogger(__name__)
 FIELD_MANAGER = "ferry-drains"
 
 Wake = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The endpoint being drained and the objects a pass writes to."""
+
+    ep: types.InferenceEndpoint
+    ns: str
+    deployment: str
+    budget: dict[str, Any]
 
 
 def _now() -> datetime:
@@ -156,11 +166,12 @@ class Drainer:
         # Record, announce, act: the record only keeps each event from being posted
         # twice; what to do is worked out again from the cluster on every pass, so a
         # write that fails after the record is simply done on the next one.
-        await self._write_record(ep, ns, dep_name, budget, plan)
+        subject = Subject(ep, ns, dep_name, budget)
+        await self._write_record(subject, plan)
         for event in plan.events:
             log.info("%s/%s: %s: %s", ns, ep.metadata.name, event.reason, event.message)
             await self._recorder.event(ep, event.type, event.reason, event.message)
-        refused = await self._act(ep, ns, dep_name, budget, plan, surge_deployment)
+        refused = await self._act(subject, plan, surge_deployment)
         self._set_active(ns, ep.metadata.name, plan.record is not None)
         if plan.record is None:
             return Outcome()
@@ -213,15 +224,10 @@ class Drainer:
         return found
 
     async def _act(
-        self,
-        ep: types.InferenceEndpoint,
-        ns: str,
-        dep_name: str,
-        budget: dict[str, Any],
-        plan: drains.Plan,
-        surge_deployment: dict[str, Any] | None,
+        self, subject: Subject, plan: drains.Plan, surge_deployment: dict[str, Any] | None
     ) -> bool:
         """Carry out the plan's writes; True when a disruption budget refused an eviction."""
+        ep, ns = subject.ep, subject.ns
         for pod in plan.gate_true:
             await self._kube.set_pod_condition(
                 ns, pod, drains.GATE, "True", "InService", "Ferry routes requests to this pod"
@@ -253,28 +259,18 @@ class Drainer:
             refused = refused or not evicted
         external = surge_deployment is not None or defaults.autoscaler(ep.spec) == "external"
         if external:
-            await self._surge_deployment(ep, ns, dep_name, plan, surge_deployment)
-        if scaling.wanted_surge(budget) != plan.surge:
-            await self._kube.patch(
-                "PodDisruptionBudget",
-                ns,
-                dep_name,
-                {"metadata": {"annotations": {scaling.SURGE_ANNOTATION: str(plan.surge)}}},
-                field_manager=FIELD_MANAGER,
-            )
+            await self._surge_deployment(subject, plan, surge_deployment)
+        if scaling.wanted_surge(subject.budget) != plan.surge:
+            await self._annotate(subject, scaling.SURGE_ANNOTATION, str(plan.surge))
             if self._wake_autoscaler is not None and not external:
                 self._wake_autoscaler(ns, ep.metadata.name)
         return refused
 
     async def _surge_deployment(
-        self,
-        ep: types.InferenceEndpoint,
-        ns: str,
-        dep_name: str,
-        plan: drains.Plan,
-        current: dict[str, Any] | None,
+        self, subject: Subject, plan: drains.Plan, current: dict[str, Any] | None
     ) -> None:
         """D10 under an external autoscaler: a temporary second Deployment for the surge."""
+        ep, ns, dep_name = subject.ep, subject.ns, subject.deployment
         if plan.remove_surge or plan.record is None:
             if current is not None:
                 await self._kube.delete("Deployment", ns, manifests.surge_name(dep_name))
@@ -286,15 +282,8 @@ class Drainer:
             manifests.surge_deployment(ep, dep_name, plan.surge, avoid), field_manager=FIELD_MANAGER
         )
 
-    async def _write_record(
-        self,
-        ep: types.InferenceEndpoint,
-        ns: str,
-        dep_name: str,
-        budget: dict[str, Any],
-        plan: drains.Plan,
-    ) -> None:
-        annotations = (budget.get("metadata") or {}).get("annotations") or {}
+    async def _write_record(self, subject: Subject, plan: drains.Plan) -> None:
+        annotations = (subject.budget.get("metadata") or {}).get("annotations") or {}
         old = annotations.get(local.DRAIN_ANNOTATION)
         new: str | None = None
         if plan.record is not None:
@@ -310,16 +299,20 @@ class Drainer:
             )
         if new == old:
             return
-        await self._kube.patch(
-            "PodDisruptionBudget",
-            ns,
-            dep_name,
-            {"metadata": {"annotations": {local.DRAIN_ANNOTATION: new}}},
-            field_manager=FIELD_MANAGER,
-        )
+        await self._annotate(subject, local.DRAIN_ANNOTATION, new)
         if self._wake_endpoint is not None:
             # The endpoint's status shows the drain (SpotInterrupted, surgeReplicas).
-            self._wake_endpoint(ns, ep.metadata.name)
+            self._wake_endpoint(subject.ns, subject.ep.metadata.name)
+
+    async def _annotate(self, subject: Subject, key: str, value: str | None) -> None:
+        """Set (None: remove) one annotation of the endpoint's PodDisruptionBudget."""
+        await self._kube.patch(
+            "PodDisruptionBudget",
+            subject.ns,
+            subject.deployment,
+            {"metadata": {"annotations": {key: value}}},
+            field_manager=FIELD_MANAGER,
+        )
 
 
 def _record(raw: str | None) -> drains.Record | None:

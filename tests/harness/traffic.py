@@ -167,7 +167,8 @@ class Traffic:
                 self.tally.no_endpoint += 1
                 self.tally.connection_errors += 1
                 self.tally.failures.append((time.monotonic(), "-", "no ready endpoint"))
-                await asyncio.sleep(0.05)
+                # A client whose connection was refused tries again after a moment.
+                await asyncio.sleep(0.5)
                 continue
             pod, port = target
             self.inflight += 1

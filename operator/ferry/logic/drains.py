@@ -292,16 +292,10 @@ def plan(
     # Doomed pods that serve nothing (still starting) leave at no cost.
     idle = [p for p in doomed if not p.ready and p.in_service is not False]
     out = tuple(p.name for p in [*serving[:allowed], *idle])
-    for pod in doomed:
-        if pod.name in out and pod.name not in rec.out:
-            events.append(
-                Event(
-                    "Normal",
-                    "OutOfService",
-                    f"pod {pod.name} on node {pod.node} out of service (readiness gate {GATE}"
-                    f" False) {_secs(rec.since, now):.1f}s after the notice",
-                )
-            )
+    events += _steps(
+        rec, doomed, out, rec.out, now, "OutOfService",
+        "pod {pod} on node {node} out of service (readiness gate " + GATE + " False)",
+    )  # fmt: skip
     out_at = {**{name: _stamp(now) for name in out if name not in rec.out_at}, **rec.out_at}
     rec = replace(rec, out=tuple(dict.fromkeys([*rec.out, *out])), out_at=out_at)
 
@@ -327,16 +321,9 @@ def plan(
         else:
             evict = tuple(p.name for p in removable)
             surge = after
-    for pod in doomed:
-        if pod.name in evict and pod.name not in rec.evicted:
-            events.append(
-                Event(
-                    "Normal",
-                    "Evicted",
-                    f"evicting pod {pod.name} from node {pod.node}"
-                    f" {_secs(rec.since, now):.1f}s after the notice",
-                )
-            )
+    events += _steps(
+        rec, doomed, evict, rec.evicted, now, "Evicted", "evicting pod {pod} from node {node}"
+    )
     rec = replace(rec, evicted=tuple(dict.fromkeys([*rec.evicted, *evict])))
 
     if mode == "external":
@@ -358,6 +345,28 @@ def plan(
         events=tuple(events),
         wake_after=wake,
     )
+
+
+def _steps(
+    rec: Record,
+    doomed: list[Pod],
+    names: tuple[str, ...],
+    done: tuple[str, ...],
+    now: datetime,
+    reason: str,
+    text: str,
+) -> list[Event]:
+    """An event per pod of `names` not yet through this step, with its timing."""
+    return [
+        Event(
+            "Normal",
+            reason,
+            text.format(pod=pod.name, node=pod.node)
+            + f" {_secs(rec.since, now):.1f}s after the notice",
+        )
+        for pod in doomed
+        if pod.name in names and pod.name not in done
+    ]
 
 
 def _notice(
