@@ -9,7 +9,6 @@ file names it `admin`. Tests may build one in-process.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from dataclasses import dataclass
@@ -22,8 +21,9 @@ from starlette.types import ASGIApp
 from ferry.sandbox import modelserver
 from ferry.sandbox.calls import CallCounter
 from ferry.sandbox.clock import SandboxClock
+from ferry.sandbox.fake import PlatformFake
 from ferry.sandbox.faults import FaultTable
-from ferry.sandbox.http import Notifier, Surface, admin_routes, bearer_auth
+from ferry.sandbox.http import Surface, admin_routes, bearer_auth
 from ferry.sandbox.modal import inference, platform, web
 from ferry.sandbox.modal.platform import ModalPlatform, Options
 from ferry.sandbox.modal.servicer import DetailsCodec, ModalServicer
@@ -31,7 +31,6 @@ from ferry.sandbox.processes import ProcessPool
 
 log = logging.getLogger("ferry.sandbox.modal")
 
-TICK_INTERVAL_S = 0.1
 #: The token id the fake accepts; the token secret is the sandbox's `--token`.
 TOKEN_ID = "ak-ferry-sandbox"
 
@@ -50,18 +49,17 @@ class ModalConfig:
     state_dir: Path = Path(".")
 
 
-class ModalSandbox:
+class ModalSandbox(PlatformFake):
     """One Modal fake: `servicer` (gRPC) and `web_app` (web functions + admin)."""
 
+    label = "Modal"
+    platform: ModalPlatform
+
     def __init__(self, config: ModalConfig, clock: SandboxClock | None = None) -> None:
+        super().__init__(config.speed, clock)
         self.config = config
-        self.clock = clock or SandboxClock(config.speed)
-        self.faults = FaultTable()
-        self.calls = CallCounter()
-        self.notifier = Notifier()
         self.api_url = ""
         self.web_url = ""
-        self.pool: ProcessPool | None = None
         self.backend: inference.ContainerProcesses | None = None
         if config.inference:
             if config.server is None:
@@ -126,20 +124,12 @@ class ModalSandbox:
         self._grpc = Server([self.servicer], status_details_codec=DetailsCodec())
         await self._grpc.start(sock=sock)
 
-    async def run_ticker(self) -> None:
-        """Keep containers moving with the clock until cancelled."""
-        while True:
-            try:
-                self.platform.tick()
-            except Exception:
-                log.exception("sandbox bug: the Modal fake's tick failed")
-            await asyncio.sleep(TICK_INTERVAL_S)
+    def stop_platform(self) -> None:
+        self.platform.stop_containers()
 
     async def close(self) -> None:
-        """Stop every container process, then the gRPC server."""
-        self.platform.stop_containers()
-        if self.pool is not None:
-            await self.pool.stop_all()
+        """Stop every container process, then the web app and the gRPC server."""
+        await super().close()
         await self.web.close()
         if self._grpc is not None:
             self._grpc.close()
@@ -147,16 +137,8 @@ class ModalSandbox:
 
     async def reset(self) -> None:
         """Forget all state, stored replies, faults and call counts (the clock keeps running)."""
-        self.platform.reset()
+        await super().reset()
         self.servicer.forget_replies()
-        self.faults.clear()
-        self.calls.reset()
-
-    async def _advance(self, seconds: float) -> None:
-        self.platform.advance(seconds)
-
-    async def _clock_changed(self) -> None:
-        self.platform.tick()
 
     def _ready(self, container_id: str) -> None:
         self.platform.process_ready(container_id)

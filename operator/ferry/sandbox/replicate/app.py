@@ -21,7 +21,6 @@ not the API token.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from starlette.types import ASGIApp
 from ferry.sandbox import modelserver
 from ferry.sandbox.calls import CallCounter
 from ferry.sandbox.clock import SandboxClock
+from ferry.sandbox.fake import PlatformFake
 from ferry.sandbox.faults import FaultTable
 from ferry.sandbox.http import (
     AuthCheck,
@@ -59,7 +59,6 @@ log = logging.getLogger("ferry.sandbox.replicate")
 
 SPEC_FILE = "replicate.json"
 SPEC_SERVER = "https://api.replicate.com"
-TICK_INTERVAL_S = 0.1
 WORKER_POLL_S = 10.0
 
 
@@ -143,14 +142,15 @@ class ReplicateSpec(SpecValidator):
         )
 
 
-class ReplicateSandbox:
+class ReplicateSandbox(PlatformFake):
     """One Replicate fake: `app` (the platform API, admin and worker routes)."""
 
+    label = "Replicate"
+    platform: ReplicatePlatform
+
     def __init__(self, config: ReplicateConfig, clock: SandboxClock | None = None) -> None:
+        super().__init__(config.speed, clock)
         self.config = config
-        self.clock = clock or SandboxClock(config.speed)
-        self.faults = FaultTable()
-        self.calls = CallCounter()
         self.notifier = Notifier()
         self.worker_key = "wk-" + secrets.token_urlsafe(24)
         self.api_url = ""
@@ -212,32 +212,8 @@ class ReplicateSandbox:
         self.api_url = api_url
         self.platform.api_url = api_url
 
-    async def run_ticker(self) -> None:
-        """Keep instances and predictions moving with the clock until cancelled."""
-        while True:
-            try:
-                self.platform.tick()
-            except Exception:
-                log.exception("sandbox bug: the Replicate fake's tick failed")
-            await asyncio.sleep(TICK_INTERVAL_S)
-
-    async def close(self) -> None:
-        """Stop every instance and its real process, and wait for the processes."""
+    def stop_platform(self) -> None:
         self.platform.stop_instances()
-        if self.pool is not None:
-            await self.pool.stop_all()
-
-    async def reset(self) -> None:
-        """Forget all state, faults and call counts (the clock keeps running)."""
-        self.platform.reset()
-        self.faults.clear()
-        self.calls.reset()
-
-    async def _advance(self, seconds: float) -> None:
-        self.platform.advance(seconds)
-
-    async def _clock_changed(self) -> None:
-        self.platform.tick()
 
     def _process_exited(self, key: str, code: int, tail: str) -> None:
         self.platform.process_exited(key, code, tail)

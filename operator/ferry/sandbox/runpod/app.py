@@ -17,7 +17,6 @@ token, not spec-validated), beside the shared ones from `ferry.sandbox.http.admi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
@@ -32,10 +31,10 @@ from starlette.types import ASGIApp
 from ferry.sandbox import modelserver
 from ferry.sandbox.calls import CallCounter
 from ferry.sandbox.clock import SandboxClock
+from ferry.sandbox.fake import PlatformFake
 from ferry.sandbox.faults import FaultTable
 from ferry.sandbox.http import (
     Call,
-    Notifier,
     Problem,
     RateLimiter,
     Surface,
@@ -56,7 +55,6 @@ log = logging.getLogger("ferry.sandbox.runpod")
 
 SPEC_FILE = "runpod-v2.json"
 SPEC_SERVER = "https://api.runpod.io"
-TICK_INTERVAL_S = 0.1
 
 
 @dataclass
@@ -83,18 +81,17 @@ class CapacityChange(pydantic.BaseModel):
     pools: dict[str, int | None]
 
 
-class RunPodSandbox:
+class RunPodSandbox(PlatformFake):
     """One RunPod fake: `api_app` (management + admin) and `jobs_app` (job plane)."""
 
+    label = "RunPod"
+    platform: RunPodPlatform
+
     def __init__(self, config: RunPodConfig, clock: SandboxClock | None = None) -> None:
+        super().__init__(config.speed, clock)
         self.config = config
-        self.clock = clock or SandboxClock(config.speed)
-        self.faults = FaultTable()
-        self.calls = CallCounter()
-        self.notifier = Notifier()
         self.worker_key = "wk-" + secrets.token_urlsafe(24)
         self.api_url = ""
-        self.pool: ProcessPool | None = None
         backend: inference.WorkerProcesses | None = None
         if config.inference:
             if config.server is None:
@@ -167,36 +164,10 @@ class RunPodSandbox:
         self.api_url = api_url
         self.platform.jobs_url = jobs_url
 
-    async def run_ticker(self) -> None:
-        """Keep workers and jobs moving with the clock until cancelled."""
-        while True:
-            try:
-                self.platform.tick()
-            except Exception:
-                log.exception("sandbox bug: the RunPod fake's tick failed")
-            await asyncio.sleep(TICK_INTERVAL_S)
-
-    async def close(self) -> None:
-        """Stop every real worker process and wait for them.
-
-        The workers go first, so their pending job polls are answered at once and each
-        process's runpod loop sees SIGTERM between polls and exits promptly.
-        """
+    def stop_platform(self) -> None:
+        # The workers go first, so their pending job polls are answered at once and each
+        # process's runpod loop sees SIGTERM between polls and exits promptly.
         self.platform.stop_workers()
-        if self.pool is not None:
-            await self.pool.stop_all()
-
-    async def reset(self) -> None:
-        """Forget all state, faults and call counts (the clock keeps running)."""
-        self.platform.reset()
-        self.faults.clear()
-        self.calls.reset()
-
-    async def _advance(self, seconds: float) -> None:
-        self.platform.advance(seconds)
-
-    async def _clock_changed(self) -> None:
-        self.platform.tick()
 
     def _process_exited(self, key: str, code: int, tail: str) -> None:
         self.platform.process_exited(key, code, tail)
