@@ -13,7 +13,8 @@ flight all the time. Every outcome is counted: served (200), failed (any other
 status, e.g. a draining server's 503), connection errors (refused, reset, closed
 mid-answer) and no endpoint (a Service with nothing ready refuses the connection,
 counted with the connection errors). `ready_low` is the fewest ready endpoints seen
-while the load ran.
+while the load ran. Slice changes reach routing after `propagation` seconds, as
+kube-proxy's syncs do (1 s by default); 0 routes on the change itself.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import OnErrorAction, OnErrorResult
 
 from tests.harness.processes import ProcessKubelet
+
+#: How long an EndpointSlice change takes to reach routing: kube-proxy's default
+#: minimum sync period (--iptables-min-sync-period, 1 s); ingress controllers and
+#: cloud load balancers are often slower.
+PROPAGATION_SECONDS = 1.0
 
 
 def _retry(_: Exception, count: int) -> OnErrorResult:
@@ -80,6 +86,7 @@ class Traffic:
         *,
         model: str,
         max_tokens: int = 2,
+        propagation: float = PROPAGATION_SECONDS,
     ) -> None:
         self.client = client
         self.kubelet = kubelet
@@ -87,6 +94,7 @@ class Traffic:
         self.service = service
         self.model = model
         self.max_tokens = max_tokens
+        self.propagation = propagation
         self.tally = Tally()
         self._slices: dict[str, list[str]] = {}
         self._rr = itertools.count()
@@ -110,15 +118,25 @@ class Traffic:
         ):
             doc = obj.to_dict()
             name = doc["metadata"]["name"]
-            if kind == "DELETED":
-                self._slices.pop(name, None)
+            ready = [
+                str(e["targetRef"]["name"])
+                for e in doc.get("endpoints") or []
+                if (e.get("conditions") or {}).get("ready") and e.get("targetRef")
+            ]
+            if self.propagation > 0:
+                # kube-proxy applies endpoint changes on its next sync, not at once.
+                asyncio.get_running_loop().call_later(
+                    self.propagation, self._apply, name, kind, ready
+                )
             else:
-                self._slices[name] = [
-                    str(e["targetRef"]["name"])
-                    for e in doc.get("endpoints") or []
-                    if (e.get("conditions") or {}).get("ready") and e.get("targetRef")
-                ]
-            self._note_ready()
+                self._apply(name, kind, ready)
+
+    def _apply(self, name: str, kind: str, ready: list[str]) -> None:
+        if kind == "DELETED":
+            self._slices.pop(name, None)
+        else:
+            self._slices[name] = ready
+        self._note_ready()
 
     def _note_ready(self) -> None:
         count = len(self.ready_pods())

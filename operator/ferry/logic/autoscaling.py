@@ -64,6 +64,7 @@ class Policy:
 
     @property
     def zero_window(self) -> float:
+        """Seconds without load before zero: scaleToZeroAfter, else the down window."""
         return self.zero_after if self.zero_after is not None else self.down_delay
 
 
@@ -78,6 +79,7 @@ class Sample:
 
     @property
     def busy(self) -> bool:
+        """Whether any request was in flight or queued."""
         return self.inflight > 0 or self.queue > 0
 
 
