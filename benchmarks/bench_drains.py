@@ -188,7 +188,8 @@ def disruption_scenario(
 ) -> dict[str, Any]:
     """One replica under `inflight` requests, disrupted; figures from the notice on."""
     spot = disrupt is notice
-    nodes = [harness.add_node(kit.unique("bench"), GPU, spot=spot) for _ in range(2)]
+    # Both endpoints run on spot capacity: spot nodes for both scenarios.
+    nodes = [harness.add_node(kit.unique("bench"), GPU, spot=True) for _ in range(2)]
     run = Run(cluster, harness, "base" if baseline else "ferry")
     try:
         if baseline:
@@ -215,7 +216,7 @@ def disruption_scenario(
 
 
 def step_scenario(cluster: devcluster.Cluster, harness: Harness, step: int) -> dict[str, Any]:
-    nodes = [harness.add_node(kit.unique("bench"), GPU) for _ in range(3)]
+    nodes = [harness.add_node(kit.unique("bench"), GPU, spot=True) for _ in range(3)]
     run = Run(cluster, harness, "step")
     try:
         run.ns.apply(ferry("llm", maxReplicas=3, targetInflightRequests=8))
