@@ -247,3 +247,20 @@ def test_use_existing_cluster_starts_nothing(
         assert isinstance(c, cluster.ExistingCluster)
         assert c.kubeconfig_path == path
         assert c.server_url == "https://10.1.2.3:443"
+
+
+def test_kwok_stages_leave_readiness_gates_to_their_owner() -> None:
+    # D16: a simulated pod is Ready only when every readiness gate is True, as a
+    # kubelet computes it; kwok's default stage set every gate True itself.
+    from importlib import resources
+
+    import yaml
+
+    text = resources.files("ferry.devcluster").joinpath("kwok-stages.yaml").read_text()
+    stages = {d["metadata"]["name"]: d for d in yaml.safe_load_all(text) if d}
+    ready = stages["pod-ready"]["spec"]["next"]["statusTemplate"]
+    assert "readinessGates" in ready  # Ready is computed from them...
+    assert "type: {{ .conditionType" not in ready  # ...and never sets them
+    gates = stages["pod-readiness-gates"]["spec"]
+    assert gates["selector"]["matchExpressions"][-1]["values"] == ["false"]
+    assert "Ready" in gates["next"]["statusTemplate"]
