@@ -151,6 +151,9 @@ def build(cfg: Settings) -> Controllers:
         if kind == PROVIDER_CONFIG:
             try:
                 users = await configs.reconcile(namespace, name)
+            except kube.Conflict:
+                # Written since it was read (an endpoint took its finalizer): read it again.
+                return queueing.Outcome(requeue_after=0.0)
             except kube.KubeError as err:
                 log.warning("cannot check ProviderConfig %s/%s: %s", namespace, name, err)
                 return queueing.Outcome(error=True)

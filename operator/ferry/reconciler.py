@@ -398,7 +398,7 @@ class Reconciler:
             running = observation.running_containers
             details = [observation.detail] if observation.detail else []
             if running is not None:
-                details.append(f"{running} containers running")
+                details.append(f"{running} container{'' if running == 1 else 's'} running")
             shown = "".join(f"; {d}" for d in details)
             return Phase("ready", "Available", f"deployed at the current spec{shown}")
         warning = observation.warning
@@ -430,21 +430,24 @@ class Reconciler:
 
     async def _fail(self, ep: types.InferenceEndpoint, err: ProviderError) -> Outcome:
         message = str(err)
-        log.warning(
+        permanent = isinstance(err, PermanentProviderError)
+        kind: PhaseKind = "stalled" if permanent else "progressing"
+        if ep.metadata.deletion_timestamp is not None and not permanent:
+            kind = "deleting"
+        changed = True
+        try:
+            changed = await self._recorder.record(ep, Phase(kind, err.reason, message), None)
+        except kube_api.KubeError as status_err:
+            log.warning("cannot record failure on %s: %s", ep.metadata.name, status_err)
+        # The same failure again (a stalled endpoint retried) is not news for the log.
+        log.log(
+            logging.WARNING if changed else logging.DEBUG,
             "reconcile of %s/%s failed (%s): %s",
             ep.metadata.namespace,
             ep.metadata.name,
             err.reason,
             message,
         )
-        permanent = isinstance(err, PermanentProviderError)
-        kind: PhaseKind = "stalled" if permanent else "progressing"
-        if ep.metadata.deletion_timestamp is not None and not permanent:
-            kind = "deleting"
-        try:
-            await self._recorder.record(ep, Phase(kind, err.reason, message), None)
-        except kube_api.KubeError as status_err:
-            log.warning("cannot record failure on %s: %s", ep.metadata.name, status_err)
         retry_after = err.retry_after if isinstance(err, TransientProviderError) else None
         if retry_after is None and err.reason in connecting.SECRET_REASONS:
             # Secrets are not watched: look again soon, so a fixed Secret is noticed in

@@ -93,12 +93,15 @@ class Recorder:
 
     async def record(
         self, ep: types.InferenceEndpoint, phase: Phase, observation: Observation | None
-    ) -> None:
-        """Write status (only when it changed) and an event when the Ready reason changes."""
+    ) -> bool:
+        """Write status (only when it changed) and an event when the Ready reason changes.
+
+        Returns whether anything changed.
+        """
         old = ep.status
         new = status_for(ep, phase, observation, self._clock())
         if new == old:
-            return
+            return False
         body: dict[str, Any] = new.model_dump(by_alias=True, exclude_none=True)
         # A merge patch keeps what it does not mention: clear what went away.
         for gone in old.model_dump(by_alias=True, exclude_none=True).keys() - body.keys():
@@ -121,6 +124,7 @@ class Recorder:
                 was_ready and phase.kind == "progressing" and phase.reason != "Updating"
             )
             await self.event(ep, "Warning" if warn else "Normal", phase.reason, phase.message)
+        return True
 
     async def event(
         self, ep: types.InferenceEndpoint, event_type: str, reason: str, message: str

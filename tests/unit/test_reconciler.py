@@ -675,3 +675,15 @@ async def test_leaving_ready_for_an_update_is_a_normal_event(world: World) -> No
     updating = [e for e in world.kube.events if e[2] == "Updating"]
     assert updating, "losing Ready is announced"
     assert updating[-1][1] == "Normal"
+
+
+async def test_the_same_failure_again_is_not_logged_again(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    again = PermanentProviderError("GPU pool gone", reason="GPUNotOffered")
+    world.platform.faults["observe"] = [again, again]
+    with caplog.at_level("DEBUG", logger="ferry.reconciler"):
+        await world.run()
+        await world.run()
+    levels = [r.levelname for r in caplog.records if "GPU pool gone" in r.getMessage()]
+    assert levels == ["WARNING", "DEBUG"]
