@@ -102,6 +102,9 @@ def test_sigterm_accepts_during_propagation_then_refuses_and_finishes_in_flight(
     assert r["late"].headers["retry-after"]
     assert r["late"].json()["error"]["type"] == "draining"
     assert r["during"].status_code == 200, r["during"].text
+    # Answered while draining: the client is told to reconnect (to another replica).
+    assert r["during"].headers["connection"] == "close"
+    assert r["late"].headers["connection"] == "close"
     assert r["uploaded"][0] == 200
     assert r["uploaded"][1]["usage"]["completion_tokens"] == 4
     assert [x.status_code for x in r["done"]] == [200] * n

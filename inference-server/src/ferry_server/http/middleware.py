@@ -41,6 +41,15 @@ class FerryMiddleware:
                 )
         return False
 
+    def _closing(self, start: Message) -> Message:
+        """While draining, ask the client to close its connection after this response: a
+        kept-alive connection would otherwise keep reaching this replica after it left
+        the Service's endpoints, and get a 503 once admission stops."""
+        if not self.dataplane.draining:
+            return start
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"connection"]
+        return {**start, "headers": [*headers, (b"connection", b"close")]}
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
@@ -55,6 +64,7 @@ class FerryMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message = self._closing(message)
             await send(message)
 
         try:
@@ -65,7 +75,13 @@ class FerryMiddleware:
         except FerryError as exc:
             response = error_response(exc)
             status = response.status_code
-            await response(scope, receive, send)
+
+            async def send_closing(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message = self._closing(message)
+                await send(message)
+
+            await response(scope, receive, send_closing)
             metrics.requests.labels(route=route, status=str(status)).inc()
             return
         try:
