@@ -217,7 +217,9 @@ def main() -> None:
     ap.add_argument("--per-client", type=int, default=2, help="requests per client")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument(
-        "--cold-start-runs", type=int, default=0,
+        "--cold-start-runs",
+        type=int,
+        default=0,
         help="only measure process start -> /readyz 200, this many times, and print each run",
     )
     args = ap.parse_args()
