@@ -71,6 +71,7 @@ class ConfigReconciler:
         """Set Ready and the finalizer; return the endpoints that use the config."""
         raw = await self._kube.get(kube_api.PROVIDER_CONFIG, namespace, name)
         if raw is None:
+            self._connector.forget(namespace, name)
             return []
         migration = migrations.provider_config_migration(raw)
         if migration is not None:

@@ -198,6 +198,16 @@ class Connector:
             task.add_done_callback(self._retiring.discard)
         return client
 
+    def forget(self, namespace: str, name: str) -> None:
+        """The ProviderConfig `namespace/name` is gone (its finalizer held it while used):
+        retire its client."""
+        uid = self._uids.pop((namespace, name), None)
+        held = self._clients.pop(uid, None) if uid else None
+        if held is not None:
+            task = asyncio.create_task(self._retire(held[1]))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
     async def _retire(self, client: Provider) -> None:
         try:
             await asyncio.sleep(self._retire_after)

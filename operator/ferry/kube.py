@@ -296,7 +296,11 @@ class Kube:
                 field_manager=field_manager,
             )
         except ApiError as err:
-            raise _wrap(err, f"cannot update {kind} {namespace}/{name}") from err
+            wrapped = _wrap(err, f"cannot update {kind} {namespace}/{name}")
+            if isinstance(wrapped, Conflict):
+                # The cached copy is the stale one: the next read must go to the server.
+                self.cache.drop(kind, namespace, name)
+            raise wrapped from err
         result = _to_dict(obj)
         if kind in CACHED_KINDS:
             self.cache.store(kind, result)

@@ -93,6 +93,8 @@ class Reconciler:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._recorder = recording.Recorder(kube, clock)
+        # Endpoints whose old defaults the installed (old) CRD keeps putting back.
+        self._unmigratable: set[tuple[str, str]] = set()
 
     async def reconcile(self, namespace: str, name: str) -> Outcome:
         """One pass over the endpoint `namespace/name`; says when to look again."""
@@ -104,7 +106,7 @@ class Reconciler:
         if raw is None:
             return Outcome()
         migration = migrations.endpoint_migration(raw)
-        if migration is not None:
+        if migration is not None and (namespace, name) not in self._unmigratable:
             return await self._migrate(namespace, name, migration)
         try:
             ep = types.InferenceEndpoint.model_validate(raw)
@@ -138,6 +140,20 @@ class Reconciler:
             except ProviderError as err:
                 metrics.RECONCILES.labels(result="error").inc()
                 return await self._fail(ep, err)
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                # A bug, or an answer no provider code expected: say so where the user
+                # looks, once, and keep the stack trace for the operator's log.
+                log.exception("reconcile of %s/%s hit an unexpected error", namespace, name)
+                metrics.RECONCILES.labels(result="error").inc()
+                return await self._fail(
+                    ep,
+                    TransientProviderError(
+                        f"Ferry hit an unexpected {type(err).__name__} reconciling this endpoint"
+                        " (a bug or an answer it did not expect; details in the operator's log);"
+                        " retrying with backoff",
+                        reason="InternalError",
+                    ),
+                )
         metrics.RECONCILES.labels(result="ok").inc()
         return outcome
 
@@ -151,10 +167,22 @@ class Reconciler:
             ", ".join(migration.removed),
         )
         try:
-            await self._kube.patch(kube_api.ENDPOINT, namespace, name, migration.patch)
+            patched = await self._kube.patch(kube_api.ENDPOINT, namespace, name, migration.patch)
         except kube_api.KubeError as err:
             log.warning("cannot migrate InferenceEndpoint %s/%s: %s", namespace, name, err)
             return Outcome(error=True)
+        if migrations.endpoint_migration(patched) is not None:
+            # The installed CRD puts its old defaults straight back (helm does not upgrade
+            # CRDs): patching again would loop. Work with the fields as they are.
+            log.error(
+                "%s/%s: the installed CRD still defaults %s; apply crds/ from this release"
+                " (kubectl apply --server-side -f crds/) so that kubectl apply can check"
+                " remote endpoints per backend",
+                namespace,
+                name,
+                ", ".join(migration.removed),
+            )
+            self._unmigratable.add((namespace, name))
         return Outcome(requeue_after=0.0)
 
     # --- the lifecycle ------------------------------------------------------------
@@ -231,9 +259,7 @@ class Reconciler:
     ) -> Outcome:
         provider, target = conn.provider, conn.target
         if incomplete:
-            wait = self._lookup_wait(ep, provider.name, provider.can_search)
-            if wait is not None:
-                return wait
+            self._check_lookup(ep, provider.name, provider.can_search)
             # The grace period is over and observe() looked for it by name or tag:
             # nothing was made, so creating now cannot make a twin.
             log.warning(
@@ -278,10 +304,8 @@ class Reconciler:
         )
         return Outcome(requeue_after=self._timing.short)
 
-    def _lookup_wait(
-        self, ep: types.InferenceEndpoint, provider: str, can_search: bool
-    ) -> Outcome | None:
-        """After a create with no recorded outcome: stall, wait, or (None) go ahead."""
+    def _check_lookup(self, ep: types.InferenceEndpoint, provider: str, can_search: bool) -> None:
+        """After a create with no recorded outcome: raise to stall or wait; return to go on."""
         if not can_search:
             raise PermanentProviderError(
                 f"an earlier create on {provider} has no recorded outcome and {provider}"
@@ -300,7 +324,6 @@ class Reconciler:
                 retry_after=min(left, self._timing.short),
                 reason="CreatePending",
             )
-        return None
 
     async def _delete(
         self,
@@ -312,7 +335,7 @@ class Reconciler:
         provider = conn.provider
         if external_name is None and incomplete:
             # Whatever the lost create made must be found before the finalizer goes.
-            self._lookup_wait(ep, provider.name, provider.can_search)
+            self._check_lookup(ep, provider.name, provider.can_search)
         observation = await provider.observe(conn.target, external_name)
         if observation.exists and observation.external_name:
             await provider.delete(conn.target, observation.external_name)

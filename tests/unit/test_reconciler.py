@@ -687,3 +687,46 @@ async def test_the_same_failure_again_is_not_logged_again(
         await world.run()
     levels = [r.levelname for r in caplog.records if "GPU pool gone" in r.getMessage()]
     assert levels == ["WARNING", "DEBUG"]
+
+
+async def test_an_old_crd_that_puts_defaults_back_does_not_make_a_patch_loop(
+    world: World,
+) -> None:
+    world.kube.put(endpoint("old", spot={"policy": "on-demand", "drainGraceSeconds": 120}))
+    original = world.kube.patch
+    migrations: list[dict[str, Any]] = []
+
+    async def old_crd(kind: str, ns: str, name: str, patch: dict[str, Any], **kw: Any) -> Any:
+        result = await original(kind, ns, name, patch, **kw)
+        if kind != "InferenceEndpoint":
+            return result
+        if "spot" in (patch.get("spec") or {}):
+            migrations.append(patch)
+        obj = world.kube.objects[(kind, ns, name)]
+        obj["spec"].setdefault("spot", {"policy": "on-demand", "drainGraceSeconds": 120})
+        return {**result, "spec": obj["spec"]}
+
+    world.kube.patch = old_crd  # type: ignore[method-assign]
+    for _ in range(4):
+        await world.run("old")
+    assert len(migrations) == 1, "the migration is not tried again"
+    assert world.platform.calls, "the endpoint is reconciled with the fields as they are"
+
+
+async def test_an_unexpected_error_is_shown_not_crashed(world: World) -> None:
+    world.platform.faults["observe"] = [KeyError("id")]  # type: ignore[list-item]
+    out = await world.run()
+    reconciling = world.condition("Reconciling")
+    assert (reconciling["status"], reconciling["reason"]) == ("True", "InternalError")
+    assert "KeyError" in reconciling["message"]
+    assert out.error
+
+
+async def test_a_deleted_provider_config_retires_its_client(world: World) -> None:
+    await world.run()
+    configs = configuring.ConfigReconciler(world.kube, world.connector, world.clock)
+    del world.kube.objects[("ProviderConfig", NS, "rp")]
+    await configs.reconcile(NS, "rp")
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert world.platform.clients_closed == 1

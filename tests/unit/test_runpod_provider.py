@@ -11,7 +11,13 @@ import pytest
 
 from ferry.api.v1alpha1 import types
 from ferry.providers import runpod
-from ferry.providers.base import ClientConfig, Credentials, PermanentProviderError, Target
+from ferry.providers.base import (
+    ClientConfig,
+    Credentials,
+    PermanentProviderError,
+    Target,
+    TransientProviderError,
+)
 
 CATALOGUE = [
     {"id": "NVIDIA GeForce RTX 4090", "name": "RTX 4090", "pool": "ADA_24"},
@@ -232,4 +238,24 @@ async def test_the_catalogue_is_read_once_per_interval_however_many_ask() -> Non
     now[0] = 31.0
     await asyncio.gather(*(provider.catalogue() for _ in range(20)))
     assert len(reads) == 2
+    await provider.close()
+
+
+async def test_an_answer_that_is_not_json_is_said_so_not_crashed() -> None:
+    async def proxy_page(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="<html>gateway</html>")
+
+    config = ClientConfig(
+        provider="runpod",
+        base_url="http://api.test",
+        inference_base_url="http://jobs.test",
+        credentials=Credentials({"token": "t"}),
+        config_name="rp",
+        secret_name="rp-token",
+    )
+    provider = runpod.RunPodProvider(config, transport=httpx.MockTransport(proxy_page))
+    with pytest.raises(TransientProviderError) as info:
+        await provider.observe(target(), "abc123")
+    assert info.value.reason == "UnexpectedAnswer"
+    assert "no JSON object" in str(info.value)
     await provider.close()

@@ -74,6 +74,23 @@ def problem_detail(response: httpx.Response) -> str:
     return str(body)[:300]
 
 
+def json_object(response: httpx.Response, platform: str, what: str) -> dict[str, Any]:
+    """The answer's JSON object; an answer that is not one is the platform's fault, said so.
+
+    Raises TransientProviderError (reason UnexpectedAnswer): it may be a proxy's error page.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise TransientProviderError(
+            f"{platform} answered {what} with HTTP {response.status_code} but no JSON object",
+            reason="UnexpectedAnswer",
+        )
+    return body
+
+
 class PlatformClient:
     """HTTP calls to one platform account; see the module docstring."""
 

@@ -22,6 +22,7 @@ import httpx
 
 from ferry.api.v1alpha1 import platforms
 from ferry.logic import defaults, gpus, naming, serverenv
+from ferry.providers import http
 from ferry.providers.base import (
     Backend,
     ClientConfig,
@@ -29,6 +30,7 @@ from ferry.providers.base import (
     PermanentProviderError,
     Problem,
     Target,
+    TransientProviderError,
 )
 from ferry.providers.http import PlatformClient
 
@@ -242,12 +244,15 @@ class RunPodProvider:
                 what=f"read endpoint {external_name}",
                 ok_statuses=frozenset({404}),
             )
-            endpoint = response.json() if response.status_code != 404 else None
+            endpoint = (
+                self._json(response, "read an endpoint") if response.status_code != 404 else None
+            )
         else:
             response = await self._http.request(
                 "GET", f"{self._api}/v2/serverless", what="list endpoints"
             )
-            endpoint = tagged(response.json().get("endpoints") or [], target.uid)
+            listed = self._json(response, "list endpoints").get("endpoints") or []
+            endpoint = tagged(listed, target.uid)
         if endpoint is None:
             return Observation.absent()
         self._seen[str(endpoint["id"])] = endpoint
@@ -257,14 +262,21 @@ class RunPodProvider:
             what=f"read the workers of endpoint {endpoint['id']}",
         )
         want = desired(target, await self.catalogue(), self._config.regions)
-        return observation(endpoint, workers.json(), want, self._jobs)
+        return observation(endpoint, self._json(workers, "list workers"), want, self._jobs)
 
     async def create(self, target: Target, external_name: str | None) -> str:
         body = desired(target, await self.catalogue(), self._config.regions)
         response = await self._http.request(
             "POST", f"{self._api}/v2/serverless", json=body, what=f"create endpoint {body['name']}"
         )
-        return str(response.json()["id"])
+        made = self._json(response, "create an endpoint").get("id")
+        if not made:
+            raise TransientProviderError(
+                "RunPod answered the create without an endpoint id",
+                reason="UnexpectedAnswer",
+                maybe_applied=True,
+            )
+        return str(made)
 
     async def update(self, target: Target, observation: Observation) -> None:
         rid = observation.external_name or ""
@@ -273,7 +285,7 @@ class RunPodProvider:
             read = await self._http.request(
                 "GET", f"{self._api}/v2/serverless/{rid}", what=f"read endpoint {rid}"
             )
-            current = read.json()
+            current = self._json(read, "read an endpoint")
         _, patch = diff(desired(target, await self.catalogue(), self._config.regions), current)
         if patch:
             await self._http.request(
@@ -298,6 +310,10 @@ class RunPodProvider:
     async def close(self) -> None:
         await self._http.close()
 
+    @staticmethod
+    def _json(response: httpx.Response, what: str) -> dict[str, Any]:
+        return http.json_object(response, PLATFORM, what)
+
     async def catalogue(self) -> Catalogue:
         """`/v2/catalog/gpus`, read at most once per poll interval for this account (D3)."""
         async with self._catalogue_lock:
@@ -307,7 +323,8 @@ class RunPodProvider:
                 response = await self._http.request(
                     "GET", f"{self._api}/v2/catalog/gpus", what="read the GPU catalogue"
                 )
-                held = (now, list(response.json().get("gpus") or []))
+                gpus = self._json(response, "read the GPU catalogue").get("gpus") or []
+                held = (now, list(gpus))
                 self._catalogue = held
             return held[1]
 
