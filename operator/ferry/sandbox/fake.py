@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from ferry.sandbox.calls import CallCounter
 from ferry.sandbox.clock import SandboxClock
 from ferry.sandbox.faults import FaultTable
 from ferry.sandbox.http import Notifier
+from ferry.sandbox.modelserver import ModelServer
 from ferry.sandbox.processes import ProcessPool
 
 #: How often the ticker moves a fake's state along its clock (wall seconds).
@@ -35,6 +36,19 @@ class PlatformState(Protocol):
 
     def reset(self) -> None:
         """Forget every resource."""
+
+
+class RuntimeConfig(Protocol):
+    """What every fake's config says about real processes."""
+
+    @property
+    def inference(self) -> bool: ...
+
+    @property
+    def max_processes(self) -> int: ...
+
+    @property
+    def server(self) -> ModelServer | None: ...
 
 
 class PlatformFake:
@@ -76,6 +90,18 @@ class PlatformFake:
         self.platform.reset()
         self.faults.clear()
         self.calls.reset()
+
+    def describe_runtime(self, platform: str, config: RuntimeConfig) -> dict[str, Any]:
+        """The part of `GET /_sandbox` every fake shares: what runs its models, its clock."""
+        server = config.server
+        return {
+            "sandbox": "ferry",
+            "platform": platform,
+            "inference": "on" if config.inference else "off",
+            "maxProcesses": config.max_processes if config.inference else 0,
+            "model": str(server.model_dir) if server else None,
+            "clock": self.clock.describe(),
+        }
 
     async def _advance(self, seconds: float) -> None:
         self.platform.advance(seconds)

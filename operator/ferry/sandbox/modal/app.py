@@ -156,17 +156,11 @@ class ModalSandbox(PlatformFake):
 
     def describe(self) -> dict[str, Any]:
         """`GET /_sandbox`: what this fake is and how it runs."""
-        server = self.config.server
         return {
-            "sandbox": "ferry",
-            "platform": "modal",
+            **self.describe_runtime("modal", self.config),
             "api": self.api_url,
             "web": self.web_url,
             "workspace": platform.WORKSPACE,
             "implementedRpcs": self.servicer.implemented,
-            "inference": "on" if self.config.inference else "off",
-            "maxProcesses": self.config.max_processes if self.config.inference else 0,
-            "model": str(server.model_dir) if server else None,
             "bootSeconds": self.config.boot_seconds,
-            "clock": self.clock.describe(),
         }

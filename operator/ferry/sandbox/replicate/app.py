@@ -220,20 +220,14 @@ class ReplicateSandbox(PlatformFake):
 
     def describe(self) -> dict[str, Any]:
         """`GET /_sandbox`: what this fake is and how it runs."""
-        server = self.config.server
         return {
-            "sandbox": "ferry",
-            "platform": "replicate",
+            **self.describe_runtime("replicate", self.config),
             "api": self.api_url,
             "account": self.platform.account["username"],
-            "inference": "on" if self.config.inference else "off",
-            "maxProcesses": self.config.max_processes if self.config.inference else 0,
-            "model": str(server.model_dir) if server else None,
             "bootSeconds": self.config.boot_seconds,
             "idleSeconds": self.platform.options.idle_seconds,
             "offlineSecondsBeforeDelete": self.platform.options.offline_seconds,
             "validateResponses": self.config.validate_responses,
-            "clock": self.clock.describe(),
             "catalogue": {"date": catalog.CATALOGUE_DATE, "source": catalog.CATALOGUE_SOURCE},
         }
 

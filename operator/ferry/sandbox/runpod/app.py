@@ -174,20 +174,14 @@ class RunPodSandbox(PlatformFake):
 
     def describe(self) -> dict[str, Any]:
         """`GET /_sandbox`: what this fake is and how it runs."""
-        server = self.config.server
         return {
-            "sandbox": "ferry",
-            "platform": "runpod",
+            **self.describe_runtime("runpod", self.config),
             "api": self.api_url,
             "jobs": self.platform.jobs_url,
             "openaiBaseUrl": f"{self.platform.jobs_url}/v2/{{endpoint_id}}/openai/v1",
-            "inference": "on" if self.config.inference else "off",
-            "maxProcesses": self.config.max_processes if self.config.inference else 0,
-            "model": str(server.model_dir) if server else None,
             "bootSeconds": self.config.boot_seconds,
             "simJobSeconds": self.config.sim_job_seconds,
             "validateResponses": self.config.validate_responses,
-            "clock": self.clock.describe(),
             "catalogue": {"date": catalog.CATALOGUE_DATE, "source": catalog.CATALOGUE_SOURCE},
         }
 
